@@ -1,0 +1,1 @@
+"""ane_build: build, verify and submit Apple Neural Engine ONNX containers."""

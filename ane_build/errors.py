@@ -1,0 +1,93 @@
+"""The ane_build error tree: every error this package raises derives from `AneError`.
+
+This module defines exception types only; it must not import anything from the package.
+"""
+
+from __future__ import annotations
+
+import errno as errno_mod
+import os
+
+
+class AneError(Exception):
+    """Base class of every error raised by ane_build."""
+
+
+class AneDeviceError(AneError, OSError):
+    """An ioctl, open or mmap on the device failed; keeps the errno and names the call.
+
+    Attributes:
+        errno: The errno the kernel (or simulator) returned.
+        call: The failing call, e.g. ``"DRM_IOCTL_ANE_SUBMIT"`` or ``"mmap"``.
+        path: The device node, when known.
+    """
+
+    def __init__(self, err: int, call: str, path: str | None = None, detail: str = "") -> None:
+        name = errno_mod.errorcode.get(err, str(err))
+        text = f"{call} failed: {name} ({os.strerror(err)})"
+        if path:
+            text += f" on {path}"
+        if detail:
+            text += f": {detail}"
+        OSError.__init__(self, err, text)
+        self.call = call
+        self.path = path
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
+class DeviceNotFoundError(AneError):
+    """No device node driven by the ``ane`` driver could be opened."""
+
+
+class SubmitValidationError(AneError, ValueError):
+    """A submit request failed userspace validation before reaching the kernel."""
+
+
+class BufferObjectError(AneError):
+    """A buffer object was used after close, or accessed out of its bounds."""
+
+
+class AneFormatError(AneError, ValueError):
+    """Bytes that do not follow a format we read (protobuf, .anec, descriptor chain, JSON)."""
+
+
+class WireFormatError(AneFormatError):
+    """The protobuf wire encoding of an ONNX file is truncated or malformed."""
+
+
+class DescriptorChainError(AneFormatError):
+    """A task descriptor chain that breaks, loops, or disagrees with its stated parameters."""
+
+
+class AnecFormatError(AneFormatError):
+    """An ``.anec``/``.ane`` file whose header disagrees with itself or with the file."""
+
+
+class MetadataError(AneFormatError):
+    """``ane.*`` metadata that is present but invalid (bad base64, digest, number, JSON)."""
+
+
+class MissingAneMetadataError(MetadataError):
+    """A model lacks ``ane.*`` metadata keys that are required."""
+
+
+class ContainerError(AneError):
+    """A container that cannot be written safely (key too long, too large, broken external data)."""
+
+
+class ArtifactError(AneError):
+    """Compiler artefacts that are missing, ambiguous, unreadable or contradict each other."""
+
+
+class ConfigError(AneError):
+    """An invalid ``configs/*.toml`` file or project layout."""
+
+
+class VerificationError(AneError):
+    """A container failed verification; carries the report."""
+
+
+class BuildError(AneError):
+    """A build step failed; the message names the model and the step."""
