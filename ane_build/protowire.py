@@ -106,7 +106,7 @@ def decode_varint(data: BytesLike, pos: int, end: int, what: str = "varint") -> 
 
 
 def _field_at(data: BytesLike, pos: int, end: int, base: int) -> WireField:
-    """Decode the field whose tag starts at ``pos`` of ``data`` (``base`` = file offset of data[0])."""
+    """Decode the field whose tag is at ``pos``; ``base`` is the file offset of ``data[0]``."""
     tag, cur = decode_varint(data, pos, end, "field tag")
     number, wire_type = tag >> 3, tag & 7
     if number == 0:
