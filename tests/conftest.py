@@ -1,0 +1,29 @@
+"""Shared pytest fixtures: the real compiler samples (read in place, skipped when absent)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def samples_dir() -> Path | None:
+    """The shared `.anec` samples folder, or None when this checkout has none beside it."""
+    env = os.environ.get("ANE_SAMPLES_DIR")
+    folder = Path(env) if env else REPO.parent / "shared" / "anec-samples"
+    return folder if folder.is_dir() and any(folder.glob("*.ane")) else None
+
+
+SAMPLE_FILES = sorted(samples_dir().glob("*.ane")) if samples_dir() else []
+
+
+@pytest.fixture
+def anec_samples() -> Path:
+    """Folder of real `.anec` files; skips the test when it is absent."""
+    folder = samples_dir()
+    if folder is None:
+        pytest.skip("../shared/anec-samples is not present in this checkout")
+    return folder
