@@ -128,7 +128,7 @@ class SimulatedKernel:
         if abi not in ("fork", "stock"):
             raise ValueError(f"abi must be 'fork' or 'stock' (got {abi!r})")
         self.abi = abi
-        self.nodes_map: dict[str, str | int] = dict(nodes or {SIM_NODE: "ane"})
+        self.nodes_map: dict[str, str | int] = dict({SIM_NODE: "ane"} if nodes is None else nodes)
         self.address_space = address_space
         self.memory_limit = memory_limit
         self.timeout_delay = timeout_delay
@@ -390,10 +390,15 @@ class SimulatedKernel:
         microcode = os.pread(cmd.memfd, req.tsk_size, 0)
         try:
             chain = walk_chain(microcode, req.td_size)
-            check_chain(chain, td_count=req.td_count)
+            check_chain(chain, td_count=req.td_count, tsk_size=req.tsk_size)
             expected = build_bootstrap(microcode, req.td_size)
         except DescriptorChainError as exc:
             self._timeout(f"descriptor chain would hang the engine: {exc}")
+        # The hardware cannot tell us the first descriptor's true size; model anecc's uniform
+        # chains, where every descriptor has the size the first one declares for its successor.
+        sizes = {d.size for d in chain.descriptors}
+        if len(sizes) > 1:
+            self._timeout(f"td_size {req.td_size} differs from the chain's descriptor size")
         if btsp.size < req.td_size or os.pread(btsp.memfd, req.td_size, 0) != expected:
             self._timeout("bootstrap buffer does not hold the first descriptor with the FIFO id")
 
