@@ -174,19 +174,20 @@ def test_submit_validates_in_userspace(kwargs: dict[str, int], field: str) -> No
 
 
 def test_submit_without_slot_zero() -> None:
-    with ANEDevice.simulated() as dev, dev.allocate(1) as btsp, dev.allocate(1) as other:
-        with pytest.raises(SubmitValidationError, match=r"handles\[0\]"):
-            dev.submit(tsk_size=1, td_count=1, td_size=TD, handles={2: other}, btsp=btsp)
+    with (
+        ANEDevice.simulated() as dev,
+        dev.allocate(1) as btsp,
+        dev.allocate(1) as other,
+        pytest.raises(SubmitValidationError, match=r"handles\[0\]"),
+    ):
+        dev.submit(tsk_size=1, td_count=1, td_size=TD, handles={2: other}, btsp=btsp)
 
 
 def test_kernel_error_keeps_errno_and_cause() -> None:
     with ANEDevice.simulated() as dev:
         cmd, btsp = _program(dev)
-        with cmd, btsp:
-            with pytest.raises(AneDeviceError) as info:
-                dev.submit(
-                    tsk_size=len(MICROCODE), td_count=3, td_size=TD, handles={0: cmd}, btsp=btsp
-                )
+        with cmd, btsp, pytest.raises(AneDeviceError) as info:
+            dev.submit(tsk_size=len(MICROCODE), td_count=3, td_size=TD, handles={0: cmd}, btsp=btsp)
     err = info.value
     assert isinstance(err, OSError) and isinstance(err, AneError)
     assert err.errno == errno.ETIMEDOUT

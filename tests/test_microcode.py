@@ -96,7 +96,7 @@ def test_pointer_past_end() -> None:
 
 def test_missing_end_flag_is_caught() -> None:
     microcode = _set_word(make_chain(1), 0, 0, 0)
-    with pytest.raises(DescriptorChainError, match="no end-of-network flag.*loop"):
+    with pytest.raises(DescriptorChainError, match=r"no end-of-network flag.*loop"):
         walk_chain(microcode + bytes(0x100), 0x274)
 
 

@@ -306,8 +306,8 @@ def test_onnx_key_limit_applies_to_foreign_keys(key_len: int) -> None:
     "entries",
     [
         ane_entries()[1:],  # no microcode
-        [(b"ane.microcode.b64", b"")] + ane_entries()[1:],
-        [(b"ane.microcode.b64", b"!!!!")] + ane_entries()[1:],
+        [(b"ane.microcode.b64", b""), *ane_entries()[1:]],
+        [(b"ane.microcode.b64", b"!!!!"), *ane_entries()[1:]],
         ane_entries(td_size=b"0"),
         ane_entries(td_count=b"0x2"),
         ane_entries(td_count=b"-2"),

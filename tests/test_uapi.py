@@ -87,12 +87,16 @@ struct drm_gem_close { __u32 handle; __u32 pad; };
 #define DRM_COMMAND_BASE 0x40
 
 #define F(s, m) printf(#s "." #m " %zu\n", offsetof(struct s, m))
+#define P(name, value) printf(name " %lu\n", (unsigned long)(value))
 int main(void) {
-    printf("DRM_IOCTL_ANE_BO_INIT %lu\n", (unsigned long)_IOWR(DRM_IOCTL_BASE, DRM_COMMAND_BASE + 1, struct drm_ane_bo_init));
-    printf("DRM_IOCTL_ANE_BO_FREE %lu\n", (unsigned long)_IOWR(DRM_IOCTL_BASE, DRM_COMMAND_BASE + 2, struct drm_ane_bo_free));
-    printf("DRM_IOCTL_ANE_SUBMIT %lu\n", (unsigned long)_IOWR(DRM_IOCTL_BASE, DRM_COMMAND_BASE + 3, struct drm_ane_submit));
-    printf("DRM_IOCTL_VERSION %lu\n", (unsigned long)_IOWR(DRM_IOCTL_BASE, 0x00, struct drm_version));
-    printf("DRM_IOCTL_GEM_CLOSE %lu\n", (unsigned long)_IOW(DRM_IOCTL_BASE, 0x09, struct drm_gem_close));
+    P("DRM_IOCTL_ANE_BO_INIT",
+      _IOWR(DRM_IOCTL_BASE, DRM_COMMAND_BASE + 1, struct drm_ane_bo_init));
+    P("DRM_IOCTL_ANE_BO_FREE",
+      _IOWR(DRM_IOCTL_BASE, DRM_COMMAND_BASE + 2, struct drm_ane_bo_free));
+    P("DRM_IOCTL_ANE_SUBMIT",
+      _IOWR(DRM_IOCTL_BASE, DRM_COMMAND_BASE + 3, struct drm_ane_submit));
+    P("DRM_IOCTL_VERSION", _IOWR(DRM_IOCTL_BASE, 0x00, struct drm_version));
+    P("DRM_IOCTL_GEM_CLOSE", _IOW(DRM_IOCTL_BASE, 0x09, struct drm_gem_close));
     printf("sizeof.drm_ane_bo_init %zu\n", sizeof(struct drm_ane_bo_init));
     printf("sizeof.drm_ane_bo_free %zu\n", sizeof(struct drm_ane_bo_free));
     printf("sizeof.drm_ane_submit %zu\n", sizeof(struct drm_ane_submit));
