@@ -503,7 +503,7 @@ def open_device(spec: str = "auto") -> ANEDevice:
         try:
             return ANEDevice.open()
         except DeviceNotFoundError as exc:
-            log.warning("no ANE hardware found, using the simulator (%s)", exc)
+            log.info("no ANE hardware found, using the simulator (%s)", exc)
             return ANEDevice.simulated("fork")
     if spec.startswith("/"):
         return ANEDevice.open(spec)

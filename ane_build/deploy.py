@@ -1,0 +1,86 @@
+"""Deploy one container: verify it, submit it to a device, and record what happened.
+
+Used by the deploy and smoke tasks. It must not decide what to rebuild and must not print; the
+record it writes is the only file it touches (atomically).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from .buildstate import write_atomic
+from .container import verify_container
+from .device import ANEDevice, open_device
+from .submit import SubmitMode, submit_onnx_model
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DeployRecord:
+    """The outcome of one deploy, as written to ``build/deploy/<model>.json``."""
+
+    model: str
+    container: str
+    microcode_sha256: str | None
+    device: str
+    simulated: bool
+    mode: str
+    tsk_size: int
+    td_size: int
+    td_count: int
+    submit_ms: float
+    timestamp: float
+    summary: str
+
+    def to_json(self) -> str:
+        """Stable, pretty JSON."""
+        return json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"
+
+
+def deploy_container(
+    name: str,
+    container: Path,
+    *,
+    device: ANEDevice | None = None,
+    device_spec: str = "auto",
+    mode: SubmitMode = "onnx",
+    record: Path | None = None,
+) -> DeployRecord:
+    """Verify ``container`` and submit it once; write the record when ``record`` is given.
+
+    Raises:
+        VerificationError: The container fails verification (nothing is submitted).
+        AneError: Opening the device or the submit failed.
+    """
+    report = verify_container(container)
+    report.raise_for_failure()
+    owned = device is None
+    dev = open_device(device_spec) if device is None else device
+    try:
+        result = submit_onnx_model(dev, container, report.metadata, mode=mode)
+    finally:
+        if owned:
+            dev.close()
+    meta = report.metadata
+    rec = DeployRecord(
+        model=name,
+        container=str(container),
+        microcode_sha256=meta.microcode_sha256 if meta else None,
+        device=result.device,
+        simulated=result.simulated,
+        mode=mode,
+        tsk_size=result.tsk_size,
+        td_size=result.td_size,
+        td_count=result.td_count,
+        submit_ms=round(result.elapsed * 1e3, 3),
+        timestamp=time.time(),
+        summary=result.describe(),
+    )
+    if record is not None:
+        write_atomic(record, rec.to_json().encode())
+    return rec

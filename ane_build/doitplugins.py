@@ -1,0 +1,83 @@
+"""doit plugins registered through entry points: a crash-safe state backend, ``why`` and ``watch``.
+
+The backend commits each task's state as soon as doit records it, so a killed run keeps what it
+finished; the commands are thin wrappers over `ane_build.tasks` and `ane_build.cli`.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from doit.cmd_base import Command
+from doit.dependency import SqliteDB
+
+
+class WriteThroughSqliteDB(SqliteDB):  # type: ignore[misc]
+    """doit's sqlite3 backend, but every change is committed at once (WAL, so commits are cheap).
+
+    Plain doit writes its state only when a run ends: a run killed after building 50 models
+    forgets all 50 and rebuilds them.
+    """
+
+    desc = "sqlite3, committed after every task (ane_build)"
+
+    def __init__(self, name: str, codec: Any, *, module_name: str | None = None) -> None:
+        # doit opens its state before loading tasks, so our state folder may not exist yet.
+        os.makedirs(os.path.dirname(os.path.abspath(name)), exist_ok=True)
+        super().__init__(name, codec, module_name=module_name)
+        self._conn.execute("pragma journal_mode=wal")
+        self._conn.execute("pragma synchronous=normal")
+        self._conn.execute("pragma busy_timeout=60000")
+
+    def set(self, task_id: str, dependency: str, value: Any) -> None:
+        """Store and commit."""
+        super().set(task_id, dependency, value)
+        self._conn.execute(
+            "insert or replace into doit values (?,?)",
+            (task_id, self.codec.encode(self._cache[task_id])),
+        )
+        self._conn.commit()
+        self._dirty.discard(task_id)
+
+    def remove(self, task_id: str) -> None:
+        """Remove and commit."""
+        super().remove(task_id)
+        self._conn.commit()
+
+
+class WhyCommand(Command):  # type: ignore[misc]
+    """``doit why [MODEL...]``: say why each model would be rebuilt, without building."""
+
+    name = "why"
+    doc_purpose = "explain why models would be rebuilt (builds nothing)"
+    doc_usage = "[MODEL ...]"
+
+    def execute(self, params: Any, args: list[str]) -> int:
+        """Print reasons; exit 0."""
+        from .cli import main
+
+        return main(["why", *args])
+
+
+class WatchCommand(Command):  # type: ignore[misc]
+    """``doit watch``: rebuild affected models whenever their inputs change."""
+
+    name = "watch"
+    doc_purpose = "watch inputs and rebuild affected models (Ctrl-C to stop)"
+    doc_usage = "[--poll]"
+    cmd_options = (
+        {
+            "name": "poll",
+            "long": "poll",
+            "type": bool,
+            "default": False,
+            "help": "poll the file system (network file systems)",
+        },
+    )
+
+    def execute(self, params: Any, args: list[str]) -> int:
+        """Run the watch loop until Ctrl-C."""
+        from .cli import main
+
+        return main(["watch", *(["--poll"] if params["poll"] else []), *args])

@@ -1,0 +1,54 @@
+#!/usr/bin/env python3
+"""Submit an ``_ane.onnx`` container to the ANE (or the simulator) and show what came back.
+
+Usage: examples/onnx_submit.py MODEL [--device auto|sim|sim:stock|PATH] [--mode onnx|direct]
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from ane_build.container import parse_ane_metadata, verify_container
+from ane_build.device import open_device
+from ane_build.errors import AneError
+from ane_build.submit import submit_onnx_model
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("model", type=Path)
+    parser.add_argument("--device", default="auto", help="auto, sim, sim:stock or a /dev path")
+    parser.add_argument("--mode", choices=("onnx", "direct"), default="onnx")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        meta = parse_ane_metadata(args.model)
+        print(f"{args.model}: microcode {meta.microcode_len} B, weights {meta.weights_len} B, "
+              f"td_size=0x{meta.td_size:x}, td_count={meta.td_count}, "
+              f"toolchain {meta.toolchain or 'unknown'}")
+        report = verify_container(args.model)
+        if not report.ok:
+            print(report.summary(), file=sys.stderr)
+            return 1
+        with open_device(args.device) as device:
+            where = "the simulator" if device.is_simulated else f"ANE hardware at {device.path}"
+            print(f"submitting to {where} in {args.mode} mode")
+            result = submit_onnx_model(device, args.model, meta, mode=args.mode)
+    except AneError as exc:
+        print(f"onnx_submit: error: {exc}", file=sys.stderr)
+        return 1
+    print(result.describe())
+    for name, tensor in result.outputs.items():
+        print(f"  output {name}: shape {tuple(tensor.shape)} {tensor.dtype}, "
+              f"first values {tensor.ravel()[:8].tolist()}")
+    if result.simulated:
+        print("note: the simulator validated the submission; it does not run ANE microcode, so "
+              "output buffers are not hardware results.")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
