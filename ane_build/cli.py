@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -232,7 +233,7 @@ def _run(func: Callable[[argparse.Namespace], int], args: argparse.Namespace, pr
         return func(args)
     except AneError as exc:
         if args.verbose:
-            log.exception("%s failed", prog)
+            traceback.print_exc(file=sys.stderr)
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt:

@@ -364,7 +364,13 @@ class ANEDevice:
 
     def _bo_free(self, handle: int) -> None:
         req = uapi.drm_ane_bo_free(handle=handle)
-        _ioctl(self.backend, self.fd, uapi.DRM_IOCTL_ANE_BO_FREE, req, self.path)
+        try:
+            _ioctl(self.backend, self.fd, uapi.DRM_IOCTL_ANE_BO_FREE, req, self.path)
+        except AneDeviceError:
+            # A free has no side effect to undo, and a leaked BO stays pinned in ANE address space
+            # until reboot on the stock driver: one more try is cheap insurance.
+            log.warning("BO_FREE of handle %d failed; retrying once", handle)
+            _ioctl(self.backend, self.fd, uapi.DRM_IOCTL_ANE_BO_FREE, req, self.path)
 
     def _free_bo(self, bo: BufferObject) -> None:
         if self._live.get(bo.handle) is not bo:
@@ -453,12 +459,10 @@ class ANEDevice:
                 ResourceWarning,
                 stacklevel=2,
             )
-            for _attempt in range(2):
-                try:
-                    bo.close()
-                    break
-                except AneError as exc:
-                    first_error = first_error or exc
+            try:
+                bo.close()
+            except AneError as exc:
+                first_error = first_error or exc
         self._closed = True
         self._live.clear()
         self.backend.close(self.fd)

@@ -91,3 +91,7 @@ class VerificationError(AneError):
 
 class BuildError(AneError):
     """A build step failed; the message names the model and the step."""
+
+
+class ModelFileError(AneError, OSError):
+    """An ONNX model file that cannot be opened, read or written (keeps the OS error's cause)."""

@@ -28,6 +28,8 @@ ENTRY_KEY = 1
 ENTRY_VALUE = 2
 
 MAX_VARINT_BYTES = 10
+# Bytes read at a time by the stream scanner: the small fields around a large one in one read.
+SCAN_BLOCK = 8192
 
 
 @dataclass(frozen=True)
@@ -89,12 +91,17 @@ def decode_varint(data: BytesLike, pos: int, end: int, what: str = "varint") -> 
     Raises:
         WireFormatError: The varint runs past ``end`` or is longer than 10 bytes.
     """
+    return _decode_varint(data, pos, end, what, 0)
+
+
+def _decode_varint(data: BytesLike, pos: int, end: int, what: str, base: int) -> tuple[int, int]:
+    """`decode_varint` with file offsets in messages; ``base`` is the offset of ``data[0]``."""
     result = 0
     shift = 0
     start = pos
     while True:
         if pos >= end:
-            raise WireFormatError(f"truncated {what} at byte {start}")
+            raise WireFormatError(f"truncated {what} at byte {base + start}")
         byte = data[pos]
         pos += 1
         result |= (byte & 0x7F) << shift
@@ -102,21 +109,23 @@ def decode_varint(data: BytesLike, pos: int, end: int, what: str = "varint") -> 
             return result, pos
         shift += 7
         if pos - start >= MAX_VARINT_BYTES:
-            raise WireFormatError(f"{what} at byte {start} is longer than {MAX_VARINT_BYTES} bytes")
+            raise WireFormatError(
+                f"{what} at byte {base + start} is longer than {MAX_VARINT_BYTES} bytes"
+            )
 
 
 def _field_at(data: BytesLike, pos: int, end: int, base: int) -> WireField:
     """Decode the field whose tag is at ``pos``; ``base`` is the file offset of ``data[0]``."""
-    tag, cur = decode_varint(data, pos, end, "field tag")
+    tag, cur = _decode_varint(data, pos, end, "field tag", base)
     number, wire_type = tag >> 3, tag & 7
     if number == 0:
         raise WireFormatError(f"invalid field number 0 at byte {base + pos}")
     varint: int | None = None
     if wire_type == WIRE_VARINT:
-        varint, after = decode_varint(data, cur, end, f"field {number} value")
+        varint, after = _decode_varint(data, cur, end, f"field {number} value", base)
         length = after - cur
     elif wire_type == WIRE_LEN:
-        length, after = decode_varint(data, cur, end, f"field {number} length")
+        length, after = _decode_varint(data, cur, end, f"field {number} length", base)
         cur = after
     elif wire_type == WIRE_FIXED64:
         length = 8
@@ -158,19 +167,44 @@ def iter_file_fields(stream: BinaryIO, size: int | None = None) -> Iterator[Wire
     """
     if size is None:
         size = stream.seek(0, io.SEEK_END)
-    pos = 0
+    return iter_stream_fields(stream, 0, size)
+
+
+def iter_stream_fields(
+    stream: BinaryIO, start: int, end: int, block: int = SCAN_BLOCK
+) -> Iterator[WireField]:
+    """Yield the fields of the message stored in bytes ``start`` to ``end`` of a seekable stream.
+
+    Used for top-level fields and for nested messages (a metadata entry) alike; offsets in the
+    fields and in error messages are offsets in the stream. Reads ``block`` bytes at a time, so a
+    run of small fields costs one read and a large value costs one seek.
+
+    Raises:
+        WireFormatError: A tag, varint or length runs past ``end``.
+    """
+    pos = start
     header_len = 2 * MAX_VARINT_BYTES
-    while pos < size:
-        stream.seek(pos)
-        head = stream.read(min(header_len, size - pos))
-        field = _field_at(head, 0, len(head), pos)
-        if field.end > size:
+    buf = b""
+    buf_start = start
+    while pos < end:
+        rel = pos - buf_start
+        if rel + header_len > len(buf) and buf_start + len(buf) < end:
+            stream.seek(pos)
+            buf = stream.read(min(max(block, header_len), end - pos))
+            buf_start, rel = pos, 0
+        field = _field_at(buf, rel, len(buf), buf_start)
+        if field.end > end:
             raise WireFormatError(
                 f"field {field.number} at byte {field.offset} declares {field.length} bytes but "
-                f"only {size - field.value_offset} remain in the file"
+                f"only {end - field.value_offset} remain"
             )
         yield field
         pos = field.end
+
+
+def len_field_size(number: int, length: int) -> int:
+    """Encoded size of a length-delimited field whose value is ``length`` bytes."""
+    return len(encode_len_header(number, length)) + length
 
 
 def read_range(stream: BinaryIO, offset: int, length: int) -> bytes:

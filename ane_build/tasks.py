@@ -118,7 +118,7 @@ class BuildContext:
 
 def _external_locations(source: Path) -> list[str]:
     """External data files a model references; a broken source yields none (convert says why)."""
-    from .container import external_data_locations
+    from .container import _external_locations as external_data_locations
 
     try:
         return external_data_locations(source)
@@ -656,8 +656,16 @@ def gen_smoke() -> TaskDict:
 # -- in-process runs (watch mode) -------------------------------------------------------------
 
 
-def run_doit(root: Path, args: list[str]) -> int:
-    """Run doit on the project in this process (fresh configs), holding the project lock."""
+def run_doit(root: Path, args: list[str], ctx: BuildContext | None = None) -> int:
+    """Run doit on the project in this process, holding the project lock.
+
+    Args:
+        root: The project root (doit's state file is relative to the working folder, so callers
+            run from the root).
+        args: doit's command line, e.g. ``["convert:relu"]`` or ``[]`` for the default tasks.
+        ctx: The build context to use (a fresh load of the configs by default); pass one to read
+            its counters afterwards.
+    """
     from doit.cmd_base import ModuleTaskLoader
     from doit.doit_cmd import DoitMain
 
@@ -665,11 +673,12 @@ def run_doit(root: Path, args: list[str]) -> int:
     from .buildstate import project_lock
 
     with project_lock(root):
-        set_context(BuildContext.load(root))
+        ctx = BuildContext.load(root) if ctx is None else ctx
+        set_context(ctx)
         try:
             return int(DoitMain(ModuleTaskLoader(dodo)).run(args))
         finally:
-            context().save()
+            ctx.save()
             set_context(None)
 
 

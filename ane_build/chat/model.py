@@ -1,0 +1,390 @@
+"""An ONNX causal language model with a KV cache, run by onnxruntime.
+
+Reads the cache layout (layer count, KV heads, head size, dtype) from the graph's inputs and runs
+each step through one reusable IOBinding: the ``present.*`` outputs stay OrtValues and are bound
+as the next step's ``past_key_values.*`` inputs, so the cache never passes through numpy, and the
+last-position logits are written straight into a numpy buffer we own. This module must not
+tokenize, sample or know about chat turns.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from ._deps import require
+from .errors import ChatError
+
+log = logging.getLogger(__name__)
+
+_PAST = re.compile(r"^past_key_values\.(\d+)\.(key|value)$")
+_PRESENT = re.compile(r"^present(?:_key_values)?\.(\d+)\.(key|value)$")
+_DTYPES: dict[str, type[np.floating[Any]]] = {
+    "tensor(float)": np.float32,
+    "tensor(float16)": np.float16,
+}
+#: File names tried, in order, when a folder is given instead of a model file.
+MODEL_FILE_NAMES = (
+    "model.onnx",
+    "decoder_model_merged.onnx",
+    "onnx/model.onnx",
+    "onnx/decoder_model_merged.onnx",
+)
+
+
+@dataclass(frozen=True)
+class CacheLayout:
+    """Shape and names of the KV cache, as the graph declares them.
+
+    Attributes:
+        num_layers: Number of decoder layers (pairs of key/value inputs).
+        num_kv_heads: Key/value heads per layer.
+        head_dim: Size of one head.
+        dtype: Element type of the cache tensors (float32 or float16).
+        past_names: Input names, layer by layer, key before value.
+        present_names: The matching output names, in the same order.
+    """
+
+    num_layers: int
+    num_kv_heads: int
+    head_dim: int
+    dtype: type[np.floating[Any]]
+    past_names: tuple[str, ...]
+    present_names: tuple[str, ...]
+
+    @property
+    def dtype_name(self) -> str:
+        """``float32`` or ``float16``."""
+        return np.dtype(self.dtype).name
+
+
+@dataclass(frozen=True)
+class ModelSignature:
+    """Which of the common causal-LM inputs and outputs a graph has.
+
+    Attributes:
+        attention_mask: Whether the graph takes ``attention_mask``.
+        position_ids: Whether the graph takes ``position_ids``.
+        use_cache_branch: Whether the graph takes ``use_cache_branch`` (merged decoders).
+        logits_dtype: Element type of ``logits``.
+        vocab_size: Last dimension of ``logits`` when the graph fixes it.
+        cache: The KV cache layout.
+    """
+
+    attention_mask: bool
+    position_ids: bool
+    use_cache_branch: bool
+    logits_dtype: type[np.floating[Any]]
+    vocab_size: int | None
+    cache: CacheLayout
+
+    @classmethod
+    def from_session(cls, session: Any, config: Mapping[str, Any] | None = None) -> ModelSignature:
+        """Inspect an onnxruntime session's inputs and outputs.
+
+        Args:
+            session: An ``onnxruntime.InferenceSession``.
+            config: ``config.json`` of the model, used only when the graph leaves the number
+                of KV heads or the head size symbolic.
+
+        Raises:
+            ChatError: The graph does not look like a causal LM with a KV cache.
+        """
+        inputs = {i.name: i for i in session.get_inputs()}
+        outputs = {o.name: o for o in session.get_outputs()}
+        for required, where in (("input_ids", inputs), ("logits", outputs)):
+            if required not in where:
+                raise ChatError(f"the model has no {required!r}; not a causal LM export")
+        past: dict[tuple[int, str], Any] = {}
+        for name, arg in inputs.items():
+            if m := _PAST.match(name):
+                past[(int(m.group(1)), m.group(2))] = arg
+        present: dict[tuple[int, str], str] = {}
+        for name in outputs:
+            if m := _PRESENT.match(name):
+                present[(int(m.group(1)), m.group(2))] = name
+        layers = len(past) // 2
+        expected = {(i, kind) for i in range(layers) for kind in ("key", "value")}
+        if not past or set(past) != expected:
+            raise ChatError(
+                "the model has no complete past_key_values.N.key/value inputs; "
+                "export it with a KV cache (e.g. 'text-generation-with-past')"
+            )
+        if set(present) != expected:
+            raise ChatError("the model's present.N.key/value outputs do not match its past inputs")
+        first = past[(0, "key")]
+        dtype = _DTYPES.get(first.type)
+        if dtype is None:
+            raise ChatError(f"unsupported KV cache type {first.type}; need float32 or float16")
+        if any(_DTYPES.get(arg.type) is not dtype for arg in past.values()):
+            raise ChatError("the KV cache inputs mix element types")
+        shape = list(first.shape)
+        if len(shape) != 4:
+            raise ChatError(f"{first.name} has shape {shape}; expected [batch, heads, seq, dim]")
+        heads, head_dim = shape[1], shape[3]
+        if not isinstance(heads, int) or not isinstance(head_dim, int):
+            heads, head_dim = _dims_from_config(config or {})
+        logits = outputs["logits"]
+        logits_dtype = _DTYPES.get(logits.type)
+        if logits_dtype is None:
+            raise ChatError(f"unsupported logits type {logits.type}")
+        vocab = logits.shape[-1] if logits.shape else None
+        order = [(i, kind) for i in range(layers) for kind in ("key", "value")]
+        return cls(
+            attention_mask="attention_mask" in inputs,
+            position_ids="position_ids" in inputs,
+            use_cache_branch="use_cache_branch" in inputs,
+            logits_dtype=logits_dtype,
+            vocab_size=vocab if isinstance(vocab, int) else None,
+            cache=CacheLayout(
+                num_layers=layers,
+                num_kv_heads=heads,
+                head_dim=head_dim,
+                dtype=dtype,
+                past_names=tuple(past[k].name for k in order),
+                present_names=tuple(present[k] for k in order),
+            ),
+        )
+
+
+def _dims_from_config(config: Mapping[str, Any]) -> tuple[int, int]:
+    heads = config.get("num_key_value_heads", config.get("num_attention_heads"))
+    hidden = config.get("hidden_size")
+    attn = config.get("num_attention_heads")
+    head_dim = config.get("head_dim") or (
+        hidden // attn if isinstance(hidden, int) and isinstance(attn, int) and attn else None
+    )
+    if not isinstance(heads, int) or not isinstance(head_dim, int):
+        raise ChatError(
+            "the KV cache shape is symbolic and config.json does not give "
+            "num_key_value_heads/hidden_size/num_attention_heads"
+        )
+    return heads, head_dim
+
+
+def find_model_file(path: Path) -> Path:
+    """The ONNX file to load: ``path`` itself, or the usual file names inside a folder.
+
+    Raises:
+        ChatError: No model file is found.
+    """
+    if path.is_file():
+        return path
+    if not path.is_dir():
+        raise ChatError(f"{path}: no such model file or folder")
+    for name in MODEL_FILE_NAMES:
+        if (path / name).is_file():
+            return path / name
+    candidates = sorted(p for p in path.glob("*.onnx") if not p.name.endswith("_ane.onnx"))
+    if len(candidates) == 1:
+        return candidates[0]
+    raise ChatError(
+        f"{path}: cannot tell which .onnx file is the model "
+        f"({', '.join(p.name for p in candidates) or 'none found'})"
+    )
+
+
+class KVCache:
+    """Keys and values of the tokens a model has already seen, as onnxruntime OrtValues.
+
+    Attributes:
+        token_ids: The tokens whose keys and values the cache holds, in order.
+    """
+
+    def __init__(self, layout: CacheLayout, empty: Sequence[Any]) -> None:
+        self.layout = layout
+        self.token_ids: list[int] = []
+        self.values: list[Any] = list(empty)
+        self._empty = list(empty)
+
+    def __len__(self) -> int:
+        return len(self.token_ids)
+
+    def clear(self) -> None:
+        """Forget every cached token."""
+        self.token_ids = []
+        self.values = list(self._empty)
+
+    def is_consistent(self) -> bool:
+        """Whether the tensors hold exactly ``len(token_ids)`` positions.
+
+        An interrupt between a step's update of the tensors and of the ids can leave them out of
+        step; callers check before reusing the cache.
+        """
+        return all(int(v.shape()[2]) == len(self.token_ids) for v in self.values)
+
+    def truncate(self, length: int) -> None:
+        """Keep only the first ``length`` cached positions (copies the kept part once)."""
+        if length >= len(self.token_ids):
+            return
+        if length == 0:
+            self.clear()
+            return
+        ort = require("onnxruntime")
+        kept = []
+        for value in self.values:
+            part = np.ascontiguousarray(value.numpy()[:, :, :length, :])
+            kept.append(ort.OrtValue.ortvalue_from_numpy(part))
+        self.values = kept
+        self.token_ids = self.token_ids[:length]
+
+
+class CausalLM:
+    """An ONNX causal LM session with a KV cache, batch size 1.
+
+    Not thread-safe: one IOBinding and one logits buffer are reused across calls.
+
+    Args:
+        path: The ``.onnx`` file or a folder holding it (external data is read from beside it).
+        threads: onnxruntime intra-op threads; None lets onnxruntime decide.
+        config: ``config.json`` of the model, for graphs with a symbolic cache shape.
+        providers: onnxruntime execution providers; the CPU provider by default.
+
+    Raises:
+        ChatError: The file cannot be loaded or is not a causal LM with a KV cache.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        threads: int | None = None,
+        config: Mapping[str, Any] | None = None,
+        providers: Sequence[str] | None = None,
+    ) -> None:
+        ort = require("onnxruntime")
+        self.path = find_model_file(Path(path))
+        options = ort.SessionOptions()
+        if threads is not None:
+            options.intra_op_num_threads = threads
+        try:
+            self.session = ort.InferenceSession(
+                str(self.path),
+                sess_options=options,
+                providers=list(providers or ["CPUExecutionProvider"]),
+            )
+        except Exception as exc:  # onnxruntime raises its own untyped exception classes
+            raise ChatError(f"{self.path}: onnxruntime cannot load the model: {exc}") from exc
+        self.signature = ModelSignature.from_session(self.session, config)
+        self._binding = self.session.io_binding()
+        layout = self.signature.cache
+        shape = (1, layout.num_kv_heads, 0, layout.head_dim)
+        self._empty = [
+            ort.OrtValue.ortvalue_from_numpy(np.zeros(shape, dtype=layout.dtype))
+            for _ in layout.past_names
+        ]
+        self._ones = np.ones((1, 256), dtype=np.int64)
+        self._flags = (np.array([False]), np.array([True]))
+        self._step_logits: NDArray[Any] | None = None
+        self._step_shape: list[int] = []
+        self._step_ptr = 0
+        self._logits_shape: tuple[int, ...] = ()
+        log.debug("loaded %s: %s", self.path, self.signature)
+
+    @property
+    def providers(self) -> list[str]:
+        """The execution providers onnxruntime uses for this session."""
+        providers: list[str] = self.session.get_providers()
+        return providers
+
+    @property
+    def vocab_size(self) -> int | None:
+        """Vocabulary size, once known (from the graph or the first step)."""
+        if self.signature.vocab_size is not None:
+            return self.signature.vocab_size
+        return self._logits_shape[-1] if self._logits_shape else None
+
+    def new_cache(self) -> KVCache:
+        """An empty KV cache for this model."""
+        return KVCache(self.signature.cache, self._empty)
+
+    def forward(self, cache: KVCache, token_ids: Sequence[int]) -> NDArray[Any]:
+        """Run ``token_ids`` after the cached tokens and extend the cache with them.
+
+        Args:
+            cache: The cache from `new_cache`, updated in place.
+            token_ids: At least one new token.
+
+        Returns:
+            Logits of the last new position, shape ``[vocab]``. The array is a view of a buffer
+            reused by the next call: copy it to keep it.
+
+        Raises:
+            ChatError: No tokens were given, or onnxruntime failed (the cache is unchanged).
+        """
+        count = len(token_ids)
+        if count == 0:
+            raise ChatError("forward needs at least one new token")
+        past = len(cache.token_ids)
+        total = past + count
+        sig = self.signature
+        binding = self._binding
+        ids = np.array([token_ids], dtype=np.int64)
+        binding.bind_cpu_input("input_ids", ids)
+        if sig.attention_mask:
+            if self._ones.shape[1] < total:
+                self._ones = np.ones((1, max(total, 2 * self._ones.shape[1])), dtype=np.int64)
+            # A one-row slice of a C-ordered array is contiguous: no copy.
+            binding.bind_cpu_input("attention_mask", self._ones[:, :total])
+        if sig.position_ids:
+            positions = np.arange(past, total, dtype=np.int64).reshape(1, count)
+            binding.bind_cpu_input("position_ids", positions)
+        if sig.use_cache_branch:
+            binding.bind_cpu_input("use_cache_branch", self._flags[past > 0])
+        for name, value in zip(sig.cache.past_names, cache.values, strict=True):
+            binding.bind_ortvalue_input(name, value)
+        logits = self._logits_buffer(count)
+        if logits is None:
+            binding.bind_output("logits", "cpu")
+        elif count == 1:
+            binding.bind_output(
+                "logits", "cpu", 0, sig.logits_dtype, self._step_shape, self._step_ptr
+            )
+        else:
+            binding.bind_output(
+                "logits", "cpu", 0, sig.logits_dtype, list(logits.shape), logits.ctypes.data
+            )
+        # Rebinding each present output drops the previous step's tensors from the binding,
+        # which are now this step's inputs: onnxruntime must allocate fresh ones.
+        for name in sig.cache.present_names:
+            binding.bind_output(name, "cpu")
+        try:
+            self.session.run_with_iobinding(binding)
+        except Exception as exc:  # onnxruntime raises its own untyped exception classes
+            raise ChatError(
+                f"{self.path.name}: onnxruntime failed at position {past}: {exc}"
+            ) from exc
+        finally:
+            # The pasts are consumed; unbinding them lets their memory go now, not next step.
+            binding.clear_binding_inputs()
+        outputs = binding.get_outputs()
+        if logits is None:
+            logits = outputs[0].numpy()
+            self._logits_shape = tuple(logits.shape)
+        cache.values = outputs[1:]
+        cache.token_ids.extend(token_ids)
+        last: NDArray[Any] = logits[0, -1]
+        return last
+
+    def _logits_buffer(self, count: int) -> NDArray[Any] | None:
+        vocab = self.vocab_size
+        if vocab is None:
+            return None
+        if count == 1:
+            if self._step_logits is None:
+                self._step_logits = np.empty((1, 1, vocab), dtype=self.signature.logits_dtype)
+                self._step_shape = [1, 1, vocab]
+                self._step_ptr = self._step_logits.ctypes.data
+            return self._step_logits
+        return np.empty((1, count, vocab), dtype=self.signature.logits_dtype)
+
+    def logits_without_cache(self, token_ids: Sequence[int]) -> NDArray[Any]:
+        """Logits of the last position computed from scratch (for checks and tests)."""
+        return self.forward(self.new_cache(), token_ids).copy()

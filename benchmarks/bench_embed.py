@@ -1,0 +1,219 @@
+"""Benchmark: streaming `embed_ane_metadata` against a plain file copy and the naive onnx approach.
+
+Builds a model with SIZE MiB of initializers and a SIZE MiB weights file, then measures, each in a
+fresh child process (so peak RSS is the approach's own):
+
+- embed: `embed_ane_metadata` (streams, fsyncs the output);
+- copy: `shutil.copyfile` of a file of the output's size (the time floor for writing it);
+- naive: `onnx.load` + set metadata_props + `onnx.save` (for comparison).
+
+Targets: embed wall time <= 3x the copy, embed peak RSS growth < 100 MiB.
+
+    python benchmarks/bench_embed.py [--size-mib 256] [--runs 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import hashlib
+import json
+import os
+import resource
+import shutil
+import statistics
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+TIME_TARGET = 3.0
+RSS_TARGET_MIB = 100.0
+TD_SIZE = 0x274
+
+
+def _maxrss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _microcode() -> bytes:
+    data = bytearray(TD_SIZE)
+    struct.pack_into("<I", data, 0, 1 << 25 | 1 << 16)
+    return bytes(data)
+
+
+def _make_inputs(folder: Path, size: int) -> tuple[Path, Path]:
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    n = size // 4
+    rng = np.random.default_rng(0)
+    weight = rng.integers(0, 2**31, n, dtype=np.int32).view(np.float32)
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [n])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [n])
+    graph = helper.make_graph(
+        [helper.make_node("Add", ["x", "w"], ["y"])],
+        "big",
+        [x],
+        [y],
+        [numpy_helper.from_array(weight, "w")],
+    )
+    model = helper.make_model(graph)
+    helper.set_model_props(model, {"author": "bench"})
+    source = folder / "source.onnx"
+    onnx.save_model(model, os.fspath(source))
+    del model, graph, weight
+    weights = folder / "weights.bin"
+    with open(weights, "wb") as f:
+        chunk = 16 << 20
+        for start in range(0, size, chunk):
+            f.write(rng.bytes(min(chunk, size - start)))
+    return source, weights
+
+
+def _child(mode: str, source: Path, weights: Path, output: Path) -> dict[str, float]:
+    """Run one approach; return wall time and peak RSS before/after (MiB)."""
+    import onnx  # imported before measuring so every mode pays the same baseline
+
+    from ane_build.container import embed_ane_metadata
+    from ane_build.payload import PayloadRef
+
+    before = _maxrss_mib()
+    start = time.perf_counter()
+    if mode == "embed":
+        embed_ane_metadata(
+            source,
+            output,
+            microcode=PayloadRef.from_bytes(_microcode()),
+            td_size=TD_SIZE,
+            td_count=1,
+            weights=PayloadRef.from_file(weights),
+            toolchain="bench",
+        )
+    elif mode == "copy":
+        shutil.copyfile(source, output)
+    elif mode == "copy+fsync":
+        shutil.copyfile(source, output)
+        fd = os.open(output, os.O_RDONLY)
+        os.fsync(fd)
+        os.close(fd)
+    elif mode == "naive":
+        model = onnx.load(os.fspath(source))
+        blob = weights.read_bytes()
+        props = {
+            "ane.microcode.b64": base64.b64encode(_microcode()).decode(),
+            "ane.weights.b64": base64.b64encode(blob).decode(),
+            "ane.td_size": str(TD_SIZE),
+            "ane.td_count": "1",
+            "ane.weights.sha256": hashlib.sha256(blob).hexdigest(),
+        }
+        for key, value in props.items():
+            entry = model.metadata_props.add()
+            entry.key, entry.value = key, value
+        onnx.save_model(model, os.fspath(output))
+    elif mode != "baseline":
+        raise SystemExit(f"unknown mode {mode}")
+    wall = time.perf_counter() - start
+    return {"wall": wall, "rss_before": before, "rss_after": _maxrss_mib()}
+
+
+def _run_child(mode: str, source: Path, weights: Path, output: Path | str) -> dict[str, float]:
+    os.sync()  # start each run without someone else's dirty pages being written back
+    out = subprocess.run(
+        [sys.executable, __file__, "--child", mode, str(source), str(weights), str(output)],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    result: dict[str, float] = json.loads(out.stdout)
+    return result
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size-mib", type=int, default=256, help="initializers and weights, MiB")
+    parser.add_argument("--runs", type=int, default=3, help="runs of embed and copy (median)")
+    parser.add_argument(
+        "--child", nargs=4, metavar=("MODE", "SRC", "W", "OUT"), help=argparse.SUPPRESS
+    )
+    args = parser.parse_args()
+    if args.child:
+        mode, source, weights, output = args.child
+        if mode == "build":  # the last argument is the size in bytes
+            _make_inputs(Path(source).parent, int(output))
+            print("{}")
+        else:
+            print(json.dumps(_child(mode, Path(source), Path(weights), Path(output))))
+        return 0
+
+    size = args.size_mib << 20
+    with tempfile.TemporaryDirectory(dir="/tmp", prefix="bench_embed.") as tmp:
+        folder = Path(tmp)
+        print(
+            f"building a model with {args.size_mib} MiB of initializers and a "
+            f"{args.size_mib} MiB weights file in {folder} ..."
+        )
+        # In a child, so this process stays small: a child's peak RSS starts at its parent's.
+        source, weights = folder / "source.onnx", folder / "weights.bin"
+        _run_child("build", source, weights, str(size))
+        output = folder / "out_ane.onnx"
+        copy_src = folder / "copy_src.bin"
+        copy_dst = folder / "copy_dst.bin"
+        base = _run_child("baseline", source, weights, output)
+        embeds, copies, synced = [], [], []
+        for _ in range(args.runs):
+            embeds.append(_run_child("embed", source, weights, output))
+            if not copy_src.exists():
+                # A file of the output's size, and warm in the page cache like embed's inputs.
+                shutil.copyfile(output, copy_src)
+            copies.append(_run_child("copy", copy_src, weights, copy_dst))
+            copy_dst.unlink()
+            synced.append(_run_child("copy+fsync", copy_src, weights, copy_dst))
+            copy_dst.unlink()
+        out_size = output.stat().st_size
+        output.unlink()
+        naive = _run_child("naive", source, weights, output)
+
+        embed_wall = statistics.median(r["wall"] for r in embeds)
+        copy_wall = statistics.median(r["wall"] for r in copies)
+        synced_wall = statistics.median(r["wall"] for r in synced)
+        embed_growth = max(r["rss_after"] - r["rss_before"] for r in embeds)
+        naive_growth = naive["rss_after"] - naive["rss_before"]
+        ratio = embed_wall / copy_wall
+        mib = out_size / (1 << 20)
+        print(f"output size                  {mib:9.1f} MiB")
+        print(f"baseline child peak RSS      {base['rss_after']:9.1f} MiB (imports only)")
+        print(
+            f"shutil.copyfile              {copy_wall:9.3f} s  (median of {args.runs}; "
+            f"{mib / copy_wall:.0f} MiB/s)"
+        )
+        print(f"shutil.copyfile + fsync      {synced_wall:9.3f} s  (median of {args.runs})")
+        print(
+            f"embed_ane_metadata           {embed_wall:9.3f} s  (median of {args.runs}; "
+            f"{mib / embed_wall:.0f} MiB/s, includes fsync)  runs: "
+            + ", ".join(f"{r['wall']:.3f}" for r in embeds)
+        )
+        print(f"  peak RSS growth            {embed_growth:9.1f} MiB")
+        print(f"naive onnx load/set/save     {naive['wall']:9.3f} s")
+        print(f"  peak RSS growth            {naive_growth:9.1f} MiB")
+        print(f"embed / copy time ratio      {ratio:9.2f} x (target <= {TIME_TARGET:g} x)")
+        print(f"embed / (copy + fsync) ratio {embed_wall / synced_wall:9.2f} x (for context)")
+        print(f"naive / embed time ratio     {naive['wall'] / embed_wall:9.2f} x")
+        time_ok = ratio <= TIME_TARGET
+        rss_ok = embed_growth < RSS_TARGET_MIB
+        print(
+            f"{'PASS' if time_ok else 'FAIL'}: embed time {ratio:.2f}x copyfile "
+            f"(target <= {TIME_TARGET:g}x)"
+        )
+        print(
+            f"{'PASS' if rss_ok else 'FAIL'}: embed peak RSS growth {embed_growth:.1f} MiB "
+            f"(target < {RSS_TARGET_MIB:g} MiB)"
+        )
+        return 0 if time_ok and rss_ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
