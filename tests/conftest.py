@@ -27,3 +27,25 @@ def anec_samples() -> Path:
     if folder is None:
         pytest.skip("../shared/anec-samples is not present in this checkout")
     return folder
+
+
+def _hardware_problem() -> str | None:
+    from ane_build.device import ANEDevice
+    from ane_build.errors import AneError
+
+    try:
+        ANEDevice.open().close()
+    except AneError as exc:
+        return f"no ANE hardware: {exc}"
+    return None
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Skip tests marked ``hardware`` unless a real ``ane`` node can be opened."""
+    marked = [item for item in items if item.get_closest_marker("hardware")]
+    if not marked:
+        return
+    problem = _hardware_problem()
+    if problem:
+        for item in marked:
+            item.add_marker(pytest.mark.skip(reason=problem))
