@@ -18,6 +18,7 @@ from ane_build.submit import submit_onnx_model
 
 
 def main() -> int:
+    """Parse arguments, verify, submit, and print what happened; return the exit code."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("model", type=Path)
     parser.add_argument("--device", default="auto", help="auto, sim, sim:stock or a /dev path")
@@ -26,9 +27,11 @@ def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         meta = parse_ane_metadata(args.model)
-        print(f"{args.model}: microcode {meta.microcode_len} B, weights {meta.weights_len} B, "
-              f"td_size=0x{meta.td_size:x}, td_count={meta.td_count}, "
-              f"toolchain {meta.toolchain or 'unknown'}")
+        print(
+            f"{args.model}: microcode {meta.microcode_len} B, weights {meta.weights_len} B, "
+            f"td_size=0x{meta.td_size:x}, td_count={meta.td_count}, "
+            f"toolchain {meta.toolchain or 'unknown'}"
+        )
         report = verify_container(args.model)
         if not report.ok:
             print(report.summary(), file=sys.stderr)
@@ -42,11 +45,15 @@ def main() -> int:
         return 1
     print(result.describe())
     for name, tensor in result.outputs.items():
-        print(f"  output {name}: shape {tuple(tensor.shape)} {tensor.dtype}, "
-              f"first values {tensor.ravel()[:8].tolist()}")
+        print(
+            f"  output {name}: shape {tuple(tensor.shape)} {tensor.dtype}, "
+            f"first values {tensor.ravel()[:8].tolist()}"
+        )
     if result.simulated:
-        print("note: the simulator validated the submission; it does not run ANE microcode, so "
-              "output buffers are not hardware results.")
+        print(
+            "note: the simulator validated the submission; it does not run ANE microcode, so "
+            "output buffers are not hardware results."
+        )
     return 0
 
 

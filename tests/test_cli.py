@@ -64,7 +64,7 @@ def test_bundle_folder_with_descriptor_object(
             }
         )
     )
-    code, out, err = run(
+    code, _out, err = run(
         [str(model), "--bundle", str(folder), "-o", str(tmp_path / "x.onnx")], capsys
     )
     assert code == 0, err
@@ -79,7 +79,7 @@ def test_explicit_paths_with_one_td_value(
     microcode = make_chain(2)
     (tmp_path / "m.tsk").write_bytes(microcode)
     (tmp_path / "td.bin").write_bytes(microcode[:0x274] + microcode[0x300:0x574])
-    code, out, err = run(
+    code, _out, err = run(
         [
             str(model),
             "--microcode",

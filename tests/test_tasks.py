@@ -120,15 +120,15 @@ def test_config_change_reports_old_and_new(
         )
     )
     code, out, _ = build(project, capsys)
+    assert code == 0, out
     assert converted(out) == ["relu"]
-    assert (
-        "convert:relu: config toolchain changed: 'synthetic example (not real ANE code)' -> 'anecc 2'"
-        in out
-    )
+    old = "'synthetic example (not real ANE code)'"
+    assert f"convert:relu: config toolchain changed: {old} -> 'anecc 2'" in out
     assert parse_ane_metadata(project / "build" / "relu_ane.onnx").toolchain == "anecc 2"
     # A deploy-only change redeploys without reconverting.
     cfg.write_text(cfg.read_text() + '\n[deploy]\nsubmit_mode = "direct"\n')
     code, out, _ = build(project, capsys)
+    assert code == 0, out
     assert converted(out) == [] and deployed(out) == ["relu"]
     assert "deploy:relu: config deploy.submit_mode changed: 'onnx' -> 'direct'" in out
 
@@ -148,6 +148,7 @@ def test_discovered_artefact_added_and_removed(
     extra.unlink()
     assert any("add.td.bin was removed" in r for r in why(BuildContext.load(project))["add"])
     code, out, _ = build(project, capsys)
+    assert code == 0, out
     assert converted(out) == ["add"]
     assert parse_ane_metadata(project / "build" / "add_ane.onnx").tile_descriptors_len == 0
 
@@ -159,11 +160,13 @@ def test_output_deleted_or_edited_is_rebuilt(
     out_relu = project / "build" / "relu_ane.onnx"
     out_relu.unlink()
     code, out, _ = build(project, capsys)
+    assert code == 0, out
     assert converted(out) == ["relu"] and out_relu.exists()
     with open(out_relu, "ab") as f:
         f.write(b"\x00")
     assert any("was modified" in r for r in why(BuildContext.load(project))["relu"])
     code, out, _ = build(project, capsys)
+    assert code == 0, out
     assert converted(out) == ["relu"]
     assert "convert:relu: output build/relu_ane.onnx was modified" in out
 
@@ -172,7 +175,8 @@ def test_bad_config_fails_clearly_and_writes_nothing(
     project: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     (project / "configs" / "relu.toml").write_text(
-        'source = "models/relu.onnx"\n[artifacts]\nanec = "compiler-out/relu/relu.anec"\ntd_size = -3\n'
+        'source = "models/relu.onnx"\n[artifacts]\n'
+        'anec = "compiler-out/relu/relu.anec"\ntd_size = -3\n'
     )
     proc = subprocess.run(
         [sys.executable, "-m", "doit"], cwd=project, capture_output=True, text=True, timeout=120
