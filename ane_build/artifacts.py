@@ -279,11 +279,13 @@ def _classify(name: str) -> str | None:
     return None
 
 
-def _walk(root: Path) -> Iterator[Path]:
+def _walk(root: Path, visited: list[Path] | None = None) -> Iterator[Path]:
     def on_error(exc: OSError) -> None:
         logger.warning("artefact discovery skips %s: %s", exc.filename, exc.strerror)
 
     for dirpath, dirnames, filenames in os.walk(root, onerror=on_error):
+        if visited is not None:
+            visited.append(Path(dirpath))
         depth = len(Path(dirpath).relative_to(root).parts)
         # Pruning in place keeps os.walk out of hidden folders and below the depth limit;
         # os.walk does not follow symlinked folders, so loops cannot trap it.
@@ -297,11 +299,15 @@ def _walk(root: Path) -> Iterator[Path]:
                 yield Path(dirpath) / name
 
 
-def discover_candidates(root: StrPath) -> dict[str, list[Path]]:
+def discover_candidates(
+    root: StrPath, *, visited: list[Path] | None = None
+) -> dict[str, list[Path]]:
     """List artefact candidates under ``root``, per kind, sorted.
 
     Kinds and patterns are `DISCOVERY_PATTERNS`; the search goes `DISCOVERY_MAX_DEPTH` levels
-    deep and skips hidden and temporary files. Every kind is present in the result.
+    deep and skips hidden and temporary files. Every kind is present in the result. Folders
+    searched are appended to ``visited`` when given (a change to any of them can change the
+    result).
 
     Raises:
         ArtifactError: ``root`` is missing or not a folder.
@@ -311,7 +317,7 @@ def discover_candidates(root: StrPath) -> dict[str, list[Path]]:
         problem = "is not a folder" if root.exists() else "does not exist"
         raise ArtifactError(f"artefact root {root}: {problem}")
     found: dict[str, list[Path]] = {kind: [] for kind in DISCOVERY_PATTERNS}
-    for path in _walk(root):
+    for path in _walk(root, visited):
         kind = _classify(path.name)
         if kind is not None:
             found[kind].append(path)

@@ -150,7 +150,7 @@ def _cmd_schema(args: argparse.Namespace) -> int:
 
 
 def _project_root(args: argparse.Namespace) -> Path:
-    from .config import find_project_root
+    from .graph import find_project_root
 
     return find_project_root(args.project or Path.cwd())
 
@@ -159,7 +159,7 @@ def _cmd_why(args: argparse.Namespace) -> int:
     from .tasks import BuildContext, why
 
     ctx = BuildContext.load(_project_root(args))
-    unknown = sorted(set(args.models) - set(ctx.project.models))
+    unknown = sorted(set(args.models) - set(ctx.models))
     if unknown:
         print(f"unknown model(s): {', '.join(unknown)}", file=sys.stderr)
         return EXIT_USAGE
@@ -170,7 +170,7 @@ def _cmd_why(args: argparse.Namespace) -> int:
         for reason in reasons:
             print(f"{name}: {reason}")
         stale += bool(reasons)
-    print(f"{stale} of {len(ctx.project.models)} model(s) would be rebuilt or redeployed")
+    print(f"{stale} of {len(ctx.models)} model(s) would be rebuilt or redeployed")
     return EXIT_OK
 
 

@@ -33,6 +33,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchem
 
 from .artifacts import ArtifactSpec
 from .errors import ConfigError
+from .graph import CONFIG_DIR, find_project_root
 
 __all__ = [
     "CONFIG_DIR",
@@ -50,7 +51,6 @@ __all__ = [
     "write_schema",
 ]
 
-CONFIG_DIR = "configs"
 DEFAULTS_FILE = "defaults.toml"
 SCHEMA_FILE = "schema.json"
 
@@ -261,30 +261,6 @@ class Project:
     def outputs(self) -> frozenset[Path]:
         """Every model's output path."""
         return frozenset(spec.output for spec in self.models.values())
-
-
-def find_project_root(start: Path) -> Path:
-    """Walk up from ``start`` to the first folder holding ``configs/``.
-
-    Args:
-        start: A folder (or file) inside the project.
-
-    Returns:
-        The project root, absolute with symlinks resolved.
-
-    Raises:
-        ConfigError: No folder from ``start`` upwards holds a ``configs/`` folder.
-    """
-    here = _resolve_dir(Path(start))
-    if not here.is_dir():
-        here = here.parent
-    for folder in (here, *here.parents):
-        if (folder / CONFIG_DIR).is_dir():
-            return folder
-    raise ConfigError(
-        f"{start}: no {CONFIG_DIR}/ folder here or in any parent folder; run from inside a "
-        f"project (the folder holding {CONFIG_DIR}/<model>.toml) or name the project folder"
-    )
 
 
 def load_project(root: Path) -> Project:

@@ -18,11 +18,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from .anec import ANEC_PAYLOAD_OFFSET, AnecHeader
 from .buildstate import write_atomic
 from .errors import ConfigError
+from .graph import SYNTHETIC_FILE
 from .synthetic import M1_TD_SIZE, make_chain, make_weights
-from .tiling import layout_for
 from .uapi import ANE_TILE_COUNT
 
-SYNTHETIC_FILE = "synthetic.toml"
 TOOLCHAIN_NOTE = "synthetic (ane_build example; not real ANE code)"
 _TILE = 16384
 
@@ -38,7 +37,7 @@ class SyntheticModel(BaseModel):
     form: Literal["anec", "discover", "bundle"]
     dir: Path
     descriptors: int = Field(default=1, ge=1, le=64)
-    weights: int = Field(default=0, ge=0, le=64 << 20)
+    weights: int = Field(default=0, ge=0, le=1 << 30)
     seed: int = 0
 
 
@@ -110,6 +109,8 @@ def _onnx_model(model: SyntheticModel) -> bytes:
 
 def _tiles(model: SyntheticModel) -> tuple[list[int], list[tuple[int, int, int, int, int, int]]]:
     """Tile table (16 KiB units) and NCHW rows in anecc's slot convention."""
+    from .tiling import layout_for  # numpy: only when generating
+
     tiles = [0] * ANE_TILE_COUNT
     nchw = [(0, 0, 0, 0, 0, 0)] * ANE_TILE_COUNT
     out_shape = list(model.shape)

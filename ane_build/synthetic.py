@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import struct
 
-import numpy as np
-
 from .microcode import TD_NEXT_OFFSET_WORD, TD_NEXT_SIZE_SHIFT, TD_WORD0_EON
 
 M1_TD_SIZE = 0x274
@@ -56,4 +54,6 @@ def make_weights(size: int, *, seed: int = 0) -> bytes:
 
 
 def _noise(size: int, seed: int) -> bytes:
+    import numpy as np  # only when generating; keeps the build tool's start-up light
+
     return np.random.default_rng(seed & (2**64 - 1)).bytes(size)

@@ -1,36 +1,43 @@
-"""doit task generators for a project: convert, verify, deploy, summary and smoke, per model.
+"""doit task generators for a project: example, convert, verify, deploy, summary and smoke.
 
 Up-to-date decisions: file contents through `FingerprintChecker` (a persistent digest cache, so
-unchanged files are never read and a touch is hashed once), configuration and hand-edited outputs
-through our own build records, each with a human reason. Task logic lives here and in the modules
-it calls; ``dodo.py`` files only re-export the generators. Nothing here runs on import.
+unchanged files are never read and a touch is hashed once); settings and hand-edited outputs
+through values saved with each task; reasons, with old and new values, from our build records.
+A no-op run reads the cached task graph and stats files: no config parsing, no hashing. Task
+logic lives here and in the modules it calls; ``dodo.py`` files only re-export the generators.
 """
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import time
-import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from doit.dependency import FileChangedChecker
 
-from .artifacts import bundle_file, discover_candidates
-from .buildstate import STATE_DIR, DigestCache, FileState, RecordStore, write_atomic
-from .config import ModelSpec, Project, find_project_root, load_project
-from .errors import AneError, BuildError
+from .buildstate import STATE_DIR, DigestCache, FileState, RecordStore, read_json, write_atomic
+from .errors import AneError
+from .graph import (
+    SYNTHETIC_FILE,
+    ModelNode,
+    TaskGraph,
+    find_project_root,
+    load_graph,
+)
+
+if TYPE_CHECKING:
+    from .config import Project
 
 log = logging.getLogger(__name__)
 
 ALLOW_SIM_ENV = "ANE_BUILD_ALLOW_SIM"
 DEPLOY_DIR = "build/deploy"
 SMOKE_XML = "build/smoke.xml"
-CONVERT_SECTIONS = ("source", "output", "toolchain", "allow_outside_root", "artifacts")
-DEPLOY_SECTIONS = ("deploy",)
 
 TaskDict = dict[str, Any]
 
@@ -39,72 +46,57 @@ TaskDict = dict[str, Any]
 
 
 class BuildContext:
-    """A loaded project plus its state stores, shared by the tasks of one doit run."""
+    """A project's task graph and state stores, shared by the tasks of one doit run."""
 
-    def __init__(self, project: Project) -> None:
-        self.project = project
-        self.root = project.root
-        state = self.root / STATE_DIR
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        state = root / STATE_DIR
         self.cache = DigestCache(state / "digests.json")
         self.records = RecordStore(state / "records")
+        self.graph: TaskGraph = load_graph(root, self.cache)
         # Input states captured right before an action ran; `FingerprintChecker.get_state`
         # stores these, so a file rewritten during the build is seen as changed next time.
         self.snapshots: dict[str, FileState] = {}
-        self._inputs: dict[str, list[Path]] = {}
+        self.built: dict[str, list[str]] = {"convert": [], "deploy": []}
+        self._project: Project | None = None
 
     @classmethod
     def load(cls, start: Path | None = None) -> BuildContext:
-        """Load the project around ``start`` (the working folder by default)."""
-        return cls(load_project(find_project_root(start or Path.cwd())))
+        """Load the project around ``start`` (the working folder by default).
 
-    def rel(self, path: Path) -> str:
-        """``path`` for display, relative to the project root when inside it."""
-        try:
-            return path.relative_to(self.root).as_posix()
-        except ValueError:
-            return str(path)
-
-    def inputs(self, spec: ModelSpec) -> list[Path]:
-        """Every file a model's container is built from: source, external data, artefacts.
-
-        Discovered artefacts are listed from the artefact root as it is now, so adding or
-        removing one changes the list (and doit's file_dep) and rebuilds the model.
+        Raises:
+            ConfigError: No project there, or an invalid config.
         """
-        cached = self._inputs.get(spec.name)
-        if cached is not None:
-            return cached
-        found: list[Path] = [spec.source, *self._external_data(spec.source)]
-        for key, path in spec.artifact_paths().items():
-            if key == "root":
-                try:
-                    candidates = discover_candidates(path)
-                except AneError:
-                    continue  # reported by the convert action with the full message
-                found.extend(p for paths in candidates.values() for p in paths)
-            elif key == "bundle":
-                found.append(bundle_file(path))
-            else:
-                found.append(path)
-        unique = list(dict.fromkeys(p.absolute() for p in found))
-        self._inputs[spec.name] = unique
-        return unique
+        return cls(find_project_root(start or Path.cwd()))
 
-    def _external_data(self, source: Path) -> list[Path]:
-        try:
-            st = os.stat(source)
-        except OSError:
-            return []
-        key = f"ext:{source}"
-        memo = self.cache.memo(key, st)
-        if memo is None:
-            memo = _external_locations(source)
-            self.cache.remember(key, st, memo)
-        return [source.parent / loc for loc in memo]
+    @property
+    def project(self) -> Project:
+        """The fully validated project (parsed on first use: only actions need it)."""
+        if self._project is None:
+            from .config import load_project
 
-    def file_state(self, path: Path) -> FileState | None:
+            self._project = load_project(self.root)
+        return self._project
+
+    @property
+    def models(self) -> dict[str, ModelNode]:
+        """Models by name."""
+        return self.graph.models
+
+    def rel(self, path: Path | str) -> str:
+        """``path`` for display, relative to the project root when inside it."""
+        text = os.fspath(path)
+        prefix = os.fspath(self.root) + os.sep
+        return text[len(prefix) :] if text.startswith(prefix) else text
+
+    def inputs(self, name: str) -> list[Path]:
+        """Every file a model's container is built from: source, external data, artefacts."""
+        return [Path(p) for p in self.models[name].inputs]
+
+    def file_state(self, path: Path | str) -> FileState | None:
         """Current state of ``path``; None when it does not exist."""
         try:
-            return self.cache.state(path)
+            return self.cache.state(Path(path))
         except FileNotFoundError:
             return None
 
@@ -116,24 +108,17 @@ class BuildContext:
             log.warning("could not save the digest cache: %s", exc)
 
 
-def _external_locations(source: Path) -> list[str]:
-    """External data files a model references; a broken source yields none (convert says why)."""
-    from .container import _external_locations as external_data_locations
-
-    try:
-        return external_data_locations(source)
-    except AneError:
-        return []
-
-
 _context: BuildContext | None = None
 
 
 def context() -> BuildContext:
-    """The build context of this process, loaded on first use."""
+    """The build context of this process, loaded on first use (saved when the process exits)."""
     global _context
     if _context is None:
         _context = BuildContext.load()
+        # doit has no end-of-run hook; without this, fingerprints learnt by an up-to-date check
+        # (a touched input hashed once) would be forgotten and the file hashed again next run.
+        atexit.register(_context.save)
     return _context
 
 
@@ -172,10 +157,6 @@ class FingerprintChecker(FileChangedChecker):  # type: ignore[misc]
 # -- reasons -------------------------------------------------------------------------------------
 
 
-def _short(sha: str) -> str:
-    return sha[:12]
-
-
 def _when(mtime_ns: int) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(mtime_ns / 1e9))
 
@@ -186,7 +167,7 @@ def _describe_change(old: FileState, new: FileState) -> str:
         parts.append(f"size {old.size:,} -> {new.size:,}")
     if old.mtime_ns != new.mtime_ns:
         parts.append(f"mtime {_when(old.mtime_ns)} -> {_when(new.mtime_ns)}")
-    parts.append(f"sha256 {_short(old.sha256)} -> {_short(new.sha256)}")
+    parts.append(f"sha256 {old.sha256[:12]} -> {new.sha256[:12]}")
     return ", ".join(parts)
 
 
@@ -203,20 +184,33 @@ def config_reasons(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     ]
 
 
-def convert_reasons(ctx: BuildContext, spec: ModelSpec) -> list[str]:
+def _output_changed(ctx: BuildContext, output: str, saved: Any) -> FileState | None:
+    """The output's current state when it differs in content from ``saved``, else None."""
+    old = FileState.from_json(saved)
+    new = ctx.file_state(output)
+    if old is None or new is None or old.sha256 == new.sha256:
+        return None
+    return new
+
+
+def convert_reasons(ctx: BuildContext, name: str) -> list[str]:
     """Why a model's container is stale; empty when it is up to date."""
-    record = ctx.records.get(spec.name, "convert")
+    node = ctx.models[name]
+    record = ctx.records.get(name, "convert")
     reasons: list[str] = []
-    if not spec.output.exists():
-        reasons.append(f"output {ctx.rel(spec.output)} is missing")
+    if not os.path.exists(node.output):
+        reasons.append(f"output {ctx.rel(node.output)} is missing")
     if record is None:
         return [*reasons, "no build record (never built here, or the state was reset)"]
-    if not reasons:
-        reasons.extend(_output_reasons(ctx, spec, record.get("output")))
-    reasons.extend(config_reasons(record.get("config", {}), spec.settings(*CONVERT_SECTIONS)))
-    recorded = {Path(p): FileState.from_json(s) for p, s in record.get("inputs", {}).items()}
-    current = ctx.inputs(spec)
-    for path in current:
+    saved_output = FileState.from_json(record.get("output"))
+    if not reasons and saved_output is not None:
+        changed = _output_changed(ctx, node.output, record.get("output"))
+        if changed is not None:
+            change = _describe_change(saved_output, changed)
+            reasons.append(f"output {ctx.rel(node.output)} was modified: {change}")
+    reasons.extend(config_reasons(record.get("config", {}), node.convert_settings))
+    recorded = {p: FileState.from_json(s) for p, s in record.get("inputs", {}).items()}
+    for path in node.inputs:
         old = recorded.get(path)
         new = ctx.file_state(path)
         if new is None:
@@ -225,39 +219,32 @@ def convert_reasons(ctx: BuildContext, spec: ModelSpec) -> list[str]:
             reasons.append(f"input {ctx.rel(path)} was added")
         elif old.sha256 != new.sha256:
             reasons.append(f"input {ctx.rel(path)} changed: {_describe_change(old, new)}")
-    for path in recorded.keys() - set(current):
+    for path in sorted(recorded.keys() - set(node.inputs)):
         reasons.append(f"input {ctx.rel(path)} was removed")
     return reasons
 
 
-def _output_reasons(ctx: BuildContext, spec: ModelSpec, saved: Any) -> list[str]:
-    old = FileState.from_json(saved)
-    new = ctx.file_state(spec.output)
-    if old is None or new is None or old.sha256 == new.sha256:
-        return []
-    return [f"output {ctx.rel(spec.output)} was modified: {_describe_change(old, new)}"]
-
-
-def deploy_reasons(ctx: BuildContext, spec: ModelSpec) -> list[str]:
-    """Why a model's deploy is stale, apart from its container's content (doit checks that)."""
-    record = ctx.records.get(spec.name, "deploy")
+def deploy_reasons(ctx: BuildContext, name: str) -> list[str]:
+    """Why a model's deploy is stale."""
+    node = ctx.models[name]
+    record = ctx.records.get(name, "deploy")
     if record is None:
         return ["never deployed"]
-    reasons = config_reasons(record.get("settings", {}), spec.settings(*DEPLOY_SECTIONS))
-    container = ctx.file_state(spec.output)
+    reasons = config_reasons(record.get("settings", {}), node.deploy_settings)
+    container = ctx.file_state(node.output)
     if container is not None and container.sha256 != record.get("container_sha256"):
-        reasons.append(f"container {ctx.rel(spec.output)} changed since the last deploy")
+        reasons.append(f"container {ctx.rel(node.output)} changed since the last deploy")
     return reasons
 
 
 def why(ctx: BuildContext, names: list[str] | None = None) -> dict[str, list[str]]:
     """Reasons per model (convert and deploy steps), without building anything."""
     out: dict[str, list[str]] = {}
-    for name, spec in ctx.project.models.items():
+    for name in ctx.models:
         if names and name not in names:
             continue
-        reasons = [f"convert: {r}" for r in convert_reasons(ctx, spec)]
-        reasons += [f"deploy: {r}" for r in deploy_reasons(ctx, spec)]
+        reasons = [f"convert: {r}" for r in convert_reasons(ctx, name)]
+        reasons += [f"deploy: {r}" for r in deploy_reasons(ctx, name)]
         out[name] = reasons
     ctx.save()
     return out
@@ -270,23 +257,22 @@ def _say(line: str) -> None:
     print(line, flush=True)
 
 
-def convert_action(name: str) -> bool:
+def convert_action(name: str) -> dict[str, Any] | bool:
     """Doit action: rebuild one model's container, printing why and what came out."""
     from .convert import convert_model
 
     ctx = context()
-    spec = ctx.project.models[name]
-    for reason in convert_reasons(ctx, spec) or ["doit has no state for this task"]:
+    node = ctx.models[name]
+    for reason in convert_reasons(ctx, name) or ["doit has no state for this task"]:
         _say(f"convert:{name}: {reason}")
-    inputs = ctx.inputs(spec)
     snapshot: dict[str, FileState] = {}
-    for path in inputs:
+    for path in node.inputs:
         state = ctx.file_state(path)
         if state is not None:
-            snapshot[os.fspath(path)] = state
+            snapshot[path] = state
     ctx.snapshots.update(snapshot)
-    progress = _Progress(f"convert:{name}")
     try:
+        spec = ctx.project.models[name]
         result = convert_model(
             spec.source,
             spec.artifacts,
@@ -294,29 +280,29 @@ def convert_action(name: str) -> bool:
             toolchain=spec.config.toolchain,
             base_dir=ctx.root,
             allow_outside=spec.config.allow_outside_root,
-            progress=progress,
+            progress=_Progress(f"convert:{name}"),
         )
     except AneError as exc:
-        progress.done()
         _say(f"convert:{name}: error: {exc}")
         return False
-    progress.done()
-    output_state = ctx.file_state(spec.output)
+    output = ctx.file_state(node.output)
+    output_json = output.to_json() if output else None
     ctx.records.put(
         name,
         "convert",
         {
             "inputs": {p: s.to_json() for p, s in snapshot.items()},
-            "config": spec.settings(*CONVERT_SECTIONS),
-            "output": output_state.to_json() if output_state else None,
+            "config": node.convert_settings,
+            "output": output_json,
             "finished": time.time(),
         },
     )
     ctx.save()
+    ctx.built["convert"].append(name)
     for line in result.summary():
         _say(f"convert:{name}: {line}")
     _warn_if_changed_during_build(ctx, name, snapshot)
-    return True
+    return {"settings": node.convert_digest, "output": output_json}
 
 
 def _warn_if_changed_during_build(ctx: BuildContext, name: str, snap: dict[str, FileState]) -> None:
@@ -327,13 +313,13 @@ def _warn_if_changed_during_build(ctx: BuildContext, name: str, snap: dict[str, 
             continue
         if (st.st_size, st.st_mtime_ns) != (before.size, before.mtime_ns):
             _say(
-                f"convert:{name}: warning: {ctx.rel(Path(path))} changed during the build; "
+                f"convert:{name}: warning: {ctx.rel(path)} changed during the build; "
                 "the next run rebuilds it"
             )
 
 
 class _Progress:
-    """Byte progress for long conversions: a line every 10% on large outputs."""
+    """Byte progress for long conversions: a line every 10% of large outputs."""
 
     def __init__(self, label: str) -> None:
         self.label = label
@@ -349,17 +335,13 @@ class _Progress:
             _say(f"{self.label}: {pct}% of {total >> 20} MiB ({rate:.0f} MiB/s)")
             self.next_pct = pct // 10 * 10 + 10
 
-    def done(self) -> None:
-        """Nothing to clean up; kept for symmetry with the CLI meter."""
-
 
 def verify_action(name: str) -> bool:
     """Doit action: verify one container; print the failures."""
     from .container import verify_container
 
     ctx = context()
-    spec = ctx.project.models[name]
-    report = verify_container(spec.output)
+    report = verify_container(ctx.models[name].output)
     if report.ok:
         _say(f"verify:{name}: {len(report.checks)} checks passed")
         return True
@@ -367,25 +349,25 @@ def verify_action(name: str) -> bool:
     return False
 
 
-def deploy_action(name: str) -> bool:
+def deploy_action(name: str) -> dict[str, Any] | bool:
     """Doit action: verify and submit one container, write its JSON record."""
     from .deploy import deploy_container
     from .device import open_device
 
     ctx = context()
-    spec = ctx.project.models[name]
-    for reason in deploy_reasons(ctx, spec) or ["container changed"]:
+    node = ctx.models[name]
+    for reason in deploy_reasons(ctx, name) or ["container changed"]:
         _say(f"deploy:{name}: {reason}")
-    container = ctx.file_state(spec.output)
+    container = ctx.file_state(node.output)
     try:
-        with open_device(spec.config.deploy.device) as device:
-            if device.is_simulated and spec.config.deploy.device == "auto":
+        with open_device(node.device) as device:
+            if device.is_simulated and node.device == "auto":
                 _say(f"deploy:{name}: no ANE hardware found; using the simulator")
             record = deploy_container(
                 name,
-                spec.output,
+                Path(node.output),
                 device=device,
-                mode=spec.config.deploy.submit_mode,
+                mode="direct" if node.submit_mode == "direct" else "onnx",
                 record=ctx.root / DEPLOY_DIR / f"{name}.json",
             )
     except AneError as exc:
@@ -395,43 +377,41 @@ def deploy_action(name: str) -> bool:
         name,
         "deploy",
         {
-            "settings": spec.settings(*DEPLOY_SECTIONS),
+            "settings": node.deploy_settings,
             "container_sha256": container.sha256 if container else None,
         },
     )
+    ctx.built["deploy"].append(name)
     _say(f"deploy:{name}: {record.summary}")
-    return True
+    return {"settings": node.deploy_digest}
 
 
 def summary_action() -> None:
-    """Doit action: one table of every model's container and last deploy."""
+    """Doit action: a table of the models this run built or deployed, and a count of the rest."""
     ctx = context()
+    touched = sorted(set(ctx.built["convert"]) | set(ctx.built["deploy"]))
+    if not touched:
+        _say(f"summary: all {len(ctx.models)} model(s) up to date")
+        return
     rows = [("model", "container", "size", "td", "deployed to", "submit")]
-    for name, spec in ctx.project.models.items():
-        from .buildstate import read_json
-
+    simulated = False
+    for name in touched:
+        node = ctx.models[name]
         deploy = read_json(ctx.root / DEPLOY_DIR / f"{name}.json") or {}
-        size = spec.output.stat().st_size if spec.output.exists() else 0
-        where = deploy.get("device", "-")
-        if deploy.get("simulated"):
-            where = "simulator"
-        td = f"{deploy.get('td_count', '-')}x0x{deploy.get('td_size', 0):x}" if deploy else "-"
-        rows.append(
-            (
-                name,
-                ctx.rel(spec.output),
-                f"{size:,}",
-                td,
-                where,
-                f"{deploy.get('submit_ms', 0):.2f} ms" if deploy else "-",
-            )
-        )
+        size = os.path.getsize(node.output) if os.path.exists(node.output) else 0
+        where = "simulator" if deploy.get("simulated") else deploy.get("device", "-")
+        simulated |= bool(deploy.get("simulated"))
+        td = f"{deploy['td_count']} x 0x{deploy['td_size']:x}" if deploy else "-"
+        submit = f"{deploy['submit_ms']:.2f} ms" if deploy else "-"
+        rows.append((name, ctx.rel(node.output), f"{size:,}", td, where, submit))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for i, row in enumerate(rows):
         _say("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
         if i == 0:
             _say("  ".join("-" * w for w in widths))
-    if any(r[4] == "simulator" for r in rows[1:]):
+    rest = len(ctx.models) - len(touched)
+    _say(f"{len(touched)} model(s) built or deployed, {rest} already up to date")
+    if simulated:
         _say("(simulator: submissions were validated, not run on ANE hardware)")
 
 
@@ -469,19 +449,22 @@ def smoke_action() -> bool:
         _say(f"smoke: no ANE device; {ALLOW_SIM_ENV}=1, so using the simulator")
         device = open_device("sim")
     with device:
-        for name, spec in ctx.project.models.items():
+        for name, node in ctx.models.items():
             start = time.perf_counter()
             try:
                 rec = deploy_container(
-                    name, spec.output, device=device, mode=spec.config.deploy.submit_mode
+                    name,
+                    Path(node.output),
+                    device=device,
+                    mode="direct" if node.submit_mode == "direct" else "onnx",
                 )
                 cases.append(SmokeCase(name, time.perf_counter() - start, None, rec.summary))
             except AneError as exc:
                 cases.append(SmokeCase(name, time.perf_counter() - start, str(exc), ""))
         simulated = device.is_simulated
+        where = "the simulator" if simulated else device.path
     _write_junit(ctx, cases, simulated=simulated)
     failed = [c for c in cases if c.error]
-    where = "the simulator" if simulated else device.path
     for case in cases:
         status = "FAIL" if case.error else "ok"
         _say(f"smoke: {case.name}: {status} ({case.seconds * 1e3:.1f} ms) {case.error or ''}")
@@ -490,6 +473,8 @@ def smoke_action() -> bool:
 
 
 def _write_junit(ctx: BuildContext, cases: list[SmokeCase], *, simulated: bool) -> None:
+    import xml.etree.ElementTree as ET
+
     suite = ET.Element(
         "testsuite",
         name="ane_build.smoke",
@@ -513,104 +498,52 @@ def _write_junit(ctx: BuildContext, cases: list[SmokeCase], *, simulated: bool) 
 # -- task generators -----------------------------------------------------------------------------
 
 
-def _convert_uptodate(name: str) -> Callable[[], bool]:
-    def check() -> bool:
+def _convert_uptodate(name: str) -> Callable[[Any, dict[str, Any]], bool]:
+    def check(task: Any, values: dict[str, Any]) -> bool:
         ctx = context()
-        spec = ctx.project.models[name]
-        record = ctx.records.get(name, "convert")
-        if record is None:
+        node = ctx.models[name]
+        if values.get("settings") != node.convert_digest:
             return False
-        if config_reasons(record.get("config", {}), spec.settings(*CONVERT_SECTIONS)):
+        saved = values.get("output")
+        try:
+            st = os.stat(node.output)
+        except OSError:
             return False
-        return not _output_reasons(ctx, spec, record.get("output"))
+        state = FileState.from_json(saved)
+        if state is None:
+            return False
+        if (st.st_size, st.st_mtime_ns) == (state.size, state.mtime_ns):
+            return True
+        return _output_changed(ctx, node.output, saved) is None
 
     check.__name__ = f"convert_settings_and_output({name})"
     return check
 
 
-def _deploy_uptodate(name: str) -> Callable[[], bool]:
-    def check() -> bool:
-        ctx = context()
-        record = ctx.records.get(name, "deploy")
-        if record is None:
-            return False
-        spec = ctx.project.models[name]
-        return not config_reasons(record.get("settings", {}), spec.settings(*DEPLOY_SECTIONS))
+def _deploy_uptodate(name: str) -> Callable[[Any, dict[str, Any]], bool]:
+    def check(task: Any, values: dict[str, Any]) -> bool:
+        return bool(values.get("settings") == context().models[name].deploy_digest)
 
     check.__name__ = f"deploy_settings({name})"
     return check
 
 
-def gen_convert() -> Iterator[TaskDict]:
-    """Tasks: one ``convert:<model>`` per config."""
-    ctx = context()
-    yield {"basename": "convert", "name": None, "doc": "build _ane.onnx containers"}
-    for name, spec in ctx.project.models.items():
-        yield {
-            "basename": "convert",
-            "name": name,
-            "doc": f"embed {name}'s compiler artefacts into {ctx.rel(spec.output)}",
-            "actions": [(convert_action, [name])],
-            "file_dep": [os.fspath(p) for p in ctx.inputs(spec)],
-            "targets": [os.fspath(spec.output)],
-            "uptodate": [_convert_uptodate(name)],
-            "clean": True,
-            "verbosity": 2,
-        }
-
-
-def gen_verify() -> Iterator[TaskDict]:
-    """Tasks: one ``verify:<model>`` per config."""
-    ctx = context()
-    yield {"basename": "verify", "name": None, "doc": "check containers against kernel rules"}
-    for name, spec in ctx.project.models.items():
-        yield {
-            "basename": "verify",
-            "name": name,
-            "doc": f"verify {ctx.rel(spec.output)}",
-            "actions": [(verify_action, [name])],
-            "file_dep": [os.fspath(spec.output)],
-            "verbosity": 2,
-        }
-
-
-def gen_deploy() -> Iterator[TaskDict]:
-    """Tasks: one ``deploy:<model>`` per config."""
-    ctx = context()
-    yield {"basename": "deploy", "name": None, "doc": "verify and submit containers"}
-    for name, spec in ctx.project.models.items():
-        record = ctx.root / DEPLOY_DIR / f"{name}.json"
-        deploy = spec.config.deploy
-        yield {
-            "basename": "deploy",
-            "name": name,
-            "doc": f"submit {name} to {deploy.device} ({deploy.submit_mode} mode)",
-            "actions": [(deploy_action, [name])],
-            "file_dep": [os.fspath(spec.output)],
-            "targets": [os.fspath(record)],
-            "task_dep": [f"verify:{name}"],
-            "uptodate": [_deploy_uptodate(name)],
-            "clean": True,
-            "verbosity": 2,
-        }
-
-
 def gen_example() -> Iterator[TaskDict]:
     """Tasks: generate the synthetic inputs listed in ``synthetic.toml`` (none without it)."""
+    ctx = context()
+    yield {"basename": "example", "name": None, "doc": "generate synthetic example inputs"}
+    if not (ctx.root / SYNTHETIC_FILE).exists():
+        return
     from .example import load_synthetic, outputs_of
 
-    ctx = context()
     spec = load_synthetic(ctx.root)
-    yield {"basename": "example", "name": None, "doc": "generate synthetic example inputs"}
-    if spec is None:
-        return
-    for name, model in spec.models.items():
+    for name, model in spec.models.items() if spec else ():
         yield {
             "basename": "example",
             "name": name,
             "doc": f"generate {name}'s synthetic source and compiler output (not real ANE code)",
             "actions": [(_generate_action, [name])],
-            "file_dep": [os.fspath(ctx.root / "synthetic.toml")],
+            "file_dep": [os.fspath(ctx.root / SYNTHETIC_FILE)],
             "targets": [os.fspath(p) for p in outputs_of(name, model, ctx.root)],
             "clean": True,
             "verbosity": 2,
@@ -627,11 +560,63 @@ def _generate_action(name: str) -> None:
             _say(f"example:{name}: wrote {ctx.rel(path)} (synthetic example input)")
 
 
+def gen_convert() -> Iterator[TaskDict]:
+    """Tasks: one ``convert:<model>`` per config."""
+    ctx = context()
+    yield {"basename": "convert", "name": None, "doc": "build _ane.onnx containers"}
+    for name, node in ctx.models.items():
+        yield {
+            "basename": "convert",
+            "name": name,
+            "doc": f"embed {name}'s compiler artefacts into {ctx.rel(node.output)}",
+            "actions": [(convert_action, [name])],
+            "file_dep": list(node.inputs),
+            "targets": [node.output],
+            "uptodate": [_convert_uptodate(name)],
+            "clean": True,
+            "verbosity": 2,
+        }
+
+
+def gen_verify() -> Iterator[TaskDict]:
+    """Tasks: one ``verify:<model>`` per config."""
+    ctx = context()
+    yield {"basename": "verify", "name": None, "doc": "check containers against kernel rules"}
+    for name, node in ctx.models.items():
+        yield {
+            "basename": "verify",
+            "name": name,
+            "doc": f"verify {ctx.rel(node.output)}",
+            "actions": [(verify_action, [name])],
+            "file_dep": [node.output],
+            "verbosity": 2,
+        }
+
+
+def gen_deploy() -> Iterator[TaskDict]:
+    """Tasks: one ``deploy:<model>`` per config."""
+    ctx = context()
+    yield {"basename": "deploy", "name": None, "doc": "verify and submit containers"}
+    for name, node in ctx.models.items():
+        yield {
+            "basename": "deploy",
+            "name": name,
+            "doc": f"submit {name} to {node.device} ({node.submit_mode} mode)",
+            "actions": [(deploy_action, [name])],
+            "file_dep": [node.output],
+            "targets": [os.fspath(ctx.root / DEPLOY_DIR / f"{name}.json")],
+            "task_dep": [f"verify:{name}"],
+            "uptodate": [_deploy_uptodate(name)],
+            "clean": True,
+            "verbosity": 2,
+        }
+
+
 def gen_summary() -> TaskDict:
-    """Task: print the summary table after deploying."""
+    """Task: print what this run built and deployed."""
     return {
         "basename": "summary",
-        "doc": "print a table of every model's container and deploy",
+        "doc": "print a table of the containers built and deployed by this run",
         "actions": [summary_action],
         "task_dep": ["deploy"],
         "uptodate": [False],
@@ -663,8 +648,7 @@ def run_doit(root: Path, args: list[str], ctx: BuildContext | None = None) -> in
         root: The project root (doit's state file is relative to the working folder, so callers
             run from the root).
         args: doit's command line, e.g. ``["convert:relu"]`` or ``[]`` for the default tasks.
-        ctx: The build context to use (a fresh load of the configs by default); pass one to read
-            its counters afterwards.
+        ctx: The build context to use (a fresh load by default); pass one to read its counters.
     """
     from doit.cmd_base import ModuleTaskLoader
     from doit.doit_cmd import DoitMain
@@ -673,7 +657,7 @@ def run_doit(root: Path, args: list[str], ctx: BuildContext | None = None) -> in
     from .buildstate import project_lock
 
     with project_lock(root):
-        ctx = BuildContext.load(root) if ctx is None else ctx
+        ctx = BuildContext(root) if ctx is None else ctx
         set_context(ctx)
         try:
             return int(DoitMain(ModuleTaskLoader(dodo)).run(args))
@@ -692,33 +676,30 @@ def watch_project(root: Path, *, poll: bool = False, build_first: bool = True) -
 
     os.chdir(root)  # doit's state file is relative to the project root
     state_dir = root / STATE_DIR
+    # One graph load per refresh of the watch lists (the watcher asks for inputs, then roots).
+    current: list[TaskGraph] = []
 
-    # One project load per refresh of the watch lists (the watcher asks for inputs, then roots).
-    current: list[BuildContext] = []
-
-    def load() -> BuildContext:
-        current[:] = [BuildContext.load(root)]
+    def graph() -> TaskGraph:
+        if not current:
+            refresh()
         return current[0]
 
-    def latest() -> BuildContext:
-        return current[0] if current else load()
+    def refresh() -> TaskGraph:
+        cache = DigestCache(state_dir / "digests.json")
+        current[:] = [load_graph(root, cache)]
+        cache.save()
+        return current[0]
 
     def inputs() -> dict[str, list[Path]]:
-        ctx = load()
-        found = {name: ctx.inputs(spec) for name, spec in ctx.project.models.items()}
-        ctx.save()
-        return found
+        return {n: [Path(p) for p in m.inputs] for n, m in refresh().models.items()}
 
     def roots() -> dict[str, list[Path]]:
-        return {
-            name: [p for k, p in spec.artifact_paths().items() if k == "root"]
-            for name, spec in latest().project.models.items()
-        }
+        return {n: [Path(p) for p in m.roots] for n, m in graph().models.items()}
 
     def ignore(path: Path) -> bool:
         if path.is_relative_to(state_dir) or path.is_relative_to(root / DEPLOY_DIR):
             return True
-        return path in latest().project.outputs
+        return path in graph().outputs
 
     def build(models: frozenset[str] | None) -> object:
         steps = ("convert", "verify", "deploy")
@@ -743,7 +724,6 @@ def watch_project(root: Path, *, poll: bool = False, build_first: bool = True) -
 
 __all__ = [
     "BuildContext",
-    "BuildError",
     "FingerprintChecker",
     "context",
     "convert_reasons",

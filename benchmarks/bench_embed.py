@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import base64
-import binascii
 import hashlib
 import json
 import os
@@ -106,13 +105,16 @@ def _child(mode: str, source: Path, weights: Path, output: Path) -> dict[str, fl
     elif mode == "floor":
         # The CPU work the container format itself demands, with no writing at all: sha256 of
         # the source and of the weights, base64 of the weights.
+        from ane_build.container import _b64encoder  # the encoder embed uses
+
+        encoder = _b64encoder()
         for path, encode in ((source, False), (weights, True)):
             digest = hashlib.sha256()
             with open(path, "rb") as f:
                 while chunk := f.read(3 << 20):
                     digest.update(chunk)
                     if encode:
-                        binascii.b2a_base64(chunk, newline=False)
+                        encoder(chunk)
     elif mode == "naive":
         model = onnx.load(os.fspath(source))
         blob = weights.read_bytes()

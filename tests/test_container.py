@@ -28,6 +28,7 @@ from ane_build.container import (
     VerifyReport,
     decode_kernel_base64,
     embed_ane_metadata,
+    external_data_locations,
     kernel_accepts_key,
     parse_ane_metadata,
     read_ane_payloads,
@@ -180,6 +181,11 @@ def test_round_trip_preserves_graph_and_foreign_metadata(tmp_path: Path) -> None
 
     assert meta == parse_ane_metadata(output)
     assert meta.path == str(output)
+    # The path is reported as given, so what embed returns equals what parse reads back.
+    dotted = os.fspath(tmp_path) + "/./dotted.onnx"
+    assert embed_ane_metadata(
+        source, dotted, microcode=PayloadRef.from_bytes(MICROCODE), td_size=TD_SIZE, td_count=2
+    ) == parse_ane_metadata(dotted)
     assert (meta.microcode_len, meta.weights_len, meta.tile_descriptors_len) == (
         len(MICROCODE),
         len(WEIGHTS),
@@ -335,12 +341,43 @@ def save_external(tmp_path: Path) -> Path:
 
 def test_external_data_next_to_the_source_still_resolves(tmp_path: Path) -> None:
     source = save_external(tmp_path)
+    assert external_data_locations(source) == ["w.bin"]
     output = source.parent / "m_ane.onnx"
     embed(source, output)
     onnx.checker.check_model(os.fspath(output), full_check=True)
     loaded = onnx.load(os.fspath(output), load_external_data=True)
     np.testing.assert_array_equal(numpy_helper.to_array(loaded.graph.initializer[0]), 3.0)
     assert verify_container(output).ok
+
+
+def test_external_data_in_subgraphs_is_found(tmp_path: Path) -> None:
+    def branch(name: str, value: float) -> onnx.GraphProto:
+        const = numpy_helper.from_array(np.full((1, 4), value, np.float32), f"{name}_c")
+        out = helper.make_tensor_value_info(f"{name}_y", TensorProto.FLOAT, [1, 4])
+        node = helper.make_node("Identity", [f"{name}_c"], [f"{name}_y"])
+        return helper.make_graph([node], name, [], [out], [const])
+
+    cond = helper.make_tensor_value_info("cond", TensorProto.BOOL, [])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])
+    node = helper.make_node(
+        "If", ["cond"], ["y"], then_branch=branch("then", 1.0), else_branch=branch("else", 2.0)
+    )
+    graph = helper.make_graph([node], "g", [cond], [y])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    (tmp_path / "src").mkdir()
+    path = tmp_path / "src" / "if.onnx"
+    onnx.save_model(
+        model,
+        os.fspath(path),
+        save_as_external_data=True,
+        all_tensors_to_one_file=False,
+        size_threshold=0,
+    )
+    locations = external_data_locations(path)
+    assert len(locations) == 2 and all((path.parent / loc).is_file() for loc in locations)
+    (tmp_path / "out").mkdir()
+    with pytest.raises(ContainerError, match="does not exist"):
+        embed(path, tmp_path / "out" / "if_ane.onnx")
 
 
 def test_external_data_missing_next_to_the_output_is_refused(tmp_path: Path) -> None:
@@ -629,11 +666,14 @@ def test_truncated_file_names_file_and_offset(tmp_path: Path) -> None:
     assert not report.ok
 
 
-def test_model_without_graph_parses_but_fails_verification() -> None:
+def test_model_without_graph_parses_but_fails_verification(tmp_path: Path) -> None:
     model = onnx.ModelProto()
     model.ir_version = 9
     helper.set_model_props(model, kernel_props())
     data = model.SerializeToString()
+    with pytest.raises(ContainerError, match="no graph"):
+        embed(save(model, tmp_path / "empty.onnx"), tmp_path / "out.onnx")
+    assert not (tmp_path / "out.onnx").exists()
     meta = parse_ane_metadata(data)
     assert not meta.has_graph
     assert meta.microcode_len == len(MICROCODE)
@@ -1014,3 +1054,29 @@ def test_decoding_in_pieces_matches_decoding_whole(
             for a, b in itertools.pairwise([*bounds, len(bad)]):
                 decoder.feed(bad[a:b])
             decoder.finish()
+
+
+@given(st.binary(max_size=2000))
+@settings(max_examples=300, deadline=None)
+def test_the_chosen_base64_encoder_matches_binascii(data: bytes) -> None:
+    assert bytes(container._b64encoder()(data)) == base64.b64encode(data)
+
+
+def test_embed_falls_back_to_binascii_without_openssl(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import ctypes
+
+    def no_library(name: str, *args: Any, **kwargs: Any) -> Any:
+        raise OSError(f"{name}: not here")
+
+    container._b64encoder.cache_clear()
+    monkeypatch.setattr(ctypes, "CDLL", no_library)
+    try:
+        assert container._b64encoder() is container._binascii_b64encode
+        source = save(make_model(), tmp_path / "m.onnx")
+        embed(source, tmp_path / "out.onnx")
+        assert read_ane_payloads(tmp_path / "out.onnx").weights == WEIGHTS
+        assert verify_container(tmp_path / "out.onnx").ok
+    finally:
+        container._b64encoder.cache_clear()

@@ -79,7 +79,7 @@ def test_touch_reads_each_input_once_then_never(
 ) -> None:
     build(project, capsys)
     ctx = BuildContext.load(project)
-    inputs = {p for spec in ctx.project.models.values() for p in ctx.inputs(spec)}
+    inputs = {p for name in ctx.models for p in ctx.inputs(name)}
     assert len(inputs) >= 8
     for path in inputs:
         os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**9))
