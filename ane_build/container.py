@@ -10,6 +10,7 @@ data, must not touch devices, and must never leave a partial output file behind.
 from __future__ import annotations
 
 import binascii
+import errno
 import functools
 import hashlib
 import io
@@ -1303,6 +1304,35 @@ class _Writer:
         self._out.write(data)
         self.written += len(data)
 
+    def copy_from(self, stream: BinaryIO, offset: int, length: int) -> bool:
+        """Copy a file range straight into the output in the kernel; False if unsupported.
+
+        Call `drain` first: queued writes must land before the copied bytes.
+        """
+        try:
+            src, dst = stream.fileno(), self._out.fileno()
+        except (AttributeError, OSError, io.UnsupportedOperation):
+            return False
+        self._out.flush()
+        done = 0
+        try:
+            while done < length:
+                n = os.copy_file_range(src, dst, length - done, offset + done)
+                if n == 0:
+                    raise ModelFileError("the source shrank while it was being copied")
+                done += n
+        except OSError as exc:
+            if done == 0 and exc.errno in (
+                errno.EXDEV,
+                errno.ENOSYS,
+                errno.EINVAL,
+                errno.EOPNOTSUPP,
+            ):
+                return False
+            raise
+        self.written += done
+        return True
+
     def drain(self) -> None:
         """Wait until everything queued is written and hashed."""
         self._hashing.drain()
@@ -1317,6 +1347,9 @@ class _Writer:
 def _copy_runs(
     stream: BinaryIO, runs: Iterable[_Run], writer: _Writer, hasher: _Hasher | None, label: str
 ) -> None:
+    if hasher is None:
+        _copy_runs_in_kernel(stream, runs, writer, label)
+        return
     for run in runs:
         pos = run.start
         while pos < run.end:
@@ -1325,7 +1358,26 @@ def _copy_runs(
             if not chunk:
                 raise ModelFileError(f"{label}: the file shrank while it was being copied")
             pos += len(chunk)
-            writer.put(chunk if run.keep else None, [(hasher, chunk)] if hasher else ())
+            writer.put(chunk if run.keep else None, [(hasher, chunk)])
+
+
+def _copy_runs_in_kernel(
+    stream: BinaryIO, runs: Iterable[_Run], writer: _Writer, label: str
+) -> None:
+    """Copy kept runs with copy_file_range: nothing to hash, so the bytes need not visit us."""
+    for run in runs:
+        if not run.keep or run.end == run.start:
+            continue
+        writer.drain()
+        if not writer.copy_from(stream, run.start, run.end - run.start):
+            pos = run.start
+            while pos < run.end:
+                stream.seek(pos)
+                chunk = stream.read(min(_COPY_CHUNK, run.end - pos))
+                if not chunk:
+                    raise ModelFileError(f"{label}: the file shrank while it was being copied")
+                pos += len(chunk)
+                writer.put(chunk)
 
 
 def _binascii_b64encode(raw: bytes) -> bytes:
@@ -1379,34 +1431,51 @@ def _raw_chunks(ref: PayloadRef) -> Iterator[bytes]:
         yield carry
 
 
+def _digest_of(known: str | None, hasher: _Hasher | None) -> Callable[[], str]:
+    """The known digest, or the hasher's once it has seen everything."""
+    if known is not None:
+        return lambda: known
+    if hasher is None:
+        raise ContainerError("internal: a payload has neither a known digest nor a hasher")
+    return hasher.hexdigest
+
+
 def _write_container(
-    stream: BinaryIO, out: BinaryIO, plan: _Plan, scan: _Scan, progress: ProgressCallback | None
+    stream: BinaryIO,
+    out: BinaryIO,
+    plan: _Plan,
+    scan: _Scan,
+    progress: ProgressCallback | None,
+    source_sha256: str | None,
 ) -> None:
-    source_hash = hashlib.sha256()
+    # Known digests (the build system has hashed every input already) are trusted, not redone.
+    source_hash = None if source_sha256 else hashlib.sha256()
     writer = _Writer(out, plan.total, progress)
     try:
         _copy_runs(stream, plan.head, writer, source_hash, scan.label)
         for key, value in plan.small:
             writer.put(_entry_header(key, len(value)) + value)
-        payload_hashes: list[_Hasher] = []
+        digests: list[Callable[[], str]] = []
         for p, ref in plan.payloads:
-            hasher = hashlib.sha256()
-            payload_hashes.append(hasher)
+            hasher = None if ref.sha256 else hashlib.sha256()
+            digests.append(_digest_of(ref.sha256, hasher))
             writer.put(_entry_header(p.b64, base64_length(ref.length)))
             encode = _b64encoder()
             for raw in _raw_chunks(ref):
-                writer.put(encode(raw), [(hasher, raw)])
-        # The tail is hashed now (and copied below) because the source digest precedes it.
-        _copy_runs(
-            stream,
-            [_Run(r.start, r.end, False) for r in plan.tail],
-            writer,
-            source_hash,
-            scan.label,
-        )
+                writer.put(encode(raw), [(hasher, raw)] if hasher else ())
+        if source_hash is not None:
+            # The tail is hashed now (and copied below) because the source digest precedes it.
+            _copy_runs(
+                stream,
+                [_Run(r.start, r.end, False) for r in plan.tail],
+                writer,
+                source_hash,
+                scan.label,
+            )
         writer.drain()
-        digests = [h.hexdigest() for h in payload_hashes] + [source_hash.hexdigest()]
-        for key, digest in zip(plan.digest_keys, digests, strict=True):
+        digests.append(_digest_of(source_sha256, source_hash))
+        hexdigests = [digest() for digest in digests]
+        for key, digest in zip(plan.digest_keys, hexdigests, strict=True):
             writer.put(_entry_header(key, len(digest)) + digest.encode("ascii"))
         _copy_runs(stream, plan.tail, writer, None, scan.label)
         writer.drain()
@@ -1481,6 +1550,7 @@ def embed_ane_metadata(
     io: Mapping[int, IoSlot] | None = None,
     tiles: Mapping[int, int] | None = None,
     progress: ProgressCallback | None = None,
+    source_sha256: str | None = None,
 ) -> AneModelMetadata:
     """Write ``output``: ``source`` with its ``ane.*`` metadata replaced by the given payloads.
 
@@ -1502,6 +1572,8 @@ def embed_ane_metadata(
         io: Per-slot tensors (``ane.io``).
         tiles: BO size in bytes per slot (``ane.tiles``).
         progress: Called with (bytes written, total bytes) as the output grows.
+        source_sha256: The source file's digest when already known (as for payloads with a
+            `PayloadRef.sha256`); it is trusted, and the source is then copied in the kernel.
 
     Returns:
         The metadata of the written container, read back from it.
@@ -1527,7 +1599,7 @@ def embed_ane_metadata(
         _check_external_data(source_path, output_path)
 
         def write(out: BinaryIO, tmp: str) -> AneModelMetadata:
-            _write_container(stream, out, plan, scan, progress)
+            _write_container(stream, out, plan, scan, progress, source_sha256)
             out.flush()
             with open(tmp, "rb") as written:
                 # Read back what was written, under the name it is about to get.

@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import overload
 
 from .artifacts import ArtifactSpec, resolve_artifacts
 from .container import AneModelMetadata, embed_ane_metadata, parse_ane_metadata
 from .errors import BuildError
-from .payload import ResolvedArtifacts
+from .payload import PayloadRef, ResolvedArtifacts
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +44,22 @@ class ConvertResult:
         ]
 
 
+@overload
+def _with_digest(ref: PayloadRef, known: Mapping[Path, str]) -> PayloadRef: ...
+@overload
+def _with_digest(ref: None, known: Mapping[Path, str]) -> None: ...
+def _with_digest(ref: PayloadRef | None, known: Mapping[Path, str]) -> PayloadRef | None:
+    """``ref`` with its digest filled in when it is a whole file whose digest is known."""
+    if ref is None or ref.path is None or ref.offset or ref.sha256:
+        return ref
+    digest = known.get(ref.path.absolute())
+    try:
+        whole = ref.length == ref.path.stat().st_size
+    except OSError:
+        return ref
+    return replace(ref, sha256=digest) if digest and whole else ref
+
+
 def default_output(source: Path) -> Path:
     """``<model>_ane.onnx`` next to the model."""
     return source.with_name(source.stem + OUTPUT_SUFFIX)
@@ -57,6 +74,7 @@ def convert_model(
     base_dir: Path | None = None,
     allow_outside: bool = True,
     progress: Callable[[int, int], None] | None = None,
+    known_digests: Mapping[Path, str] | None = None,
 ) -> ConvertResult:
     """Embed the artefacts ``spec`` resolves to into a copy of ``source``.
 
@@ -68,6 +86,8 @@ def convert_model(
         base_dir: Folder relative artefact paths resolve against (cwd when None).
         allow_outside: Whether artefact paths may lie outside ``base_dir``.
         progress: Called with (bytes done, bytes total) while writing.
+        known_digests: sha256 of input files the caller has already hashed (the build system);
+            whole-file payloads and the source then skip hashing.
 
     Raises:
         AneError: Artefacts missing/ambiguous/contradictory, a bad source, or a failed write.
@@ -85,18 +105,20 @@ def convert_model(
         output.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise BuildError(f"{output.parent}: cannot create the folder: {exc.strerror}") from exc
+    known = {Path(p).absolute(): d for p, d in (known_digests or {}).items()}
     written = embed_ane_metadata(
         source,
         output,
-        microcode=artifacts.microcode,
+        microcode=_with_digest(artifacts.microcode, known),
         td_size=artifacts.td_size,
         td_count=artifacts.td_count,
-        weights=artifacts.weights,
-        tile_descriptors=artifacts.tile_descriptors,
+        weights=_with_digest(artifacts.weights, known),
+        tile_descriptors=_with_digest(artifacts.tile_descriptors, known),
         toolchain=artifacts.toolchain,
         io=artifacts.io,
         tiles=artifacts.tiles,
         progress=progress,
+        source_sha256=known.get(source.absolute()),
     )
     # Parse back what landed on disk: the container must read as what we meant to write.
     parsed = parse_ane_metadata(output)

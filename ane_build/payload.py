@@ -30,12 +30,15 @@ class PayloadRef:
         data: The bytes, for in-memory payloads.
         path: The file, for file-backed payloads.
         offset: Start of the range within ``path``.
+        sha256: The payload's digest when the caller already knows it (the build system has
+            hashed every input file); writers then trust it instead of hashing again.
     """
 
     length: int
     data: bytes | None = None
     path: Path | None = None
     offset: int = 0
+    sha256: str | None = None
 
     @classmethod
     def from_bytes(cls, data: bytes) -> PayloadRef:
@@ -101,8 +104,10 @@ class PayloadRef:
             return self.data
         return b"".join(self.iter_chunks())
 
-    def sha256(self) -> str:
-        """Hex sha256 of the payload, computed in chunks."""
+    def digest(self) -> str:
+        """Hex sha256 of the payload: the known one, or computed in chunks."""
+        if self.sha256 is not None:
+            return self.sha256
         digest = hashlib.sha256()
         for chunk in self.iter_chunks():
             digest.update(chunk)

@@ -281,9 +281,16 @@ def convert_action(name: str) -> dict[str, Any] | bool:
             base_dir=ctx.root,
             allow_outside=spec.config.allow_outside_root,
             progress=_Progress(f"convert:{name}"),
+            known_digests={Path(p): state.sha256 for p, state in snapshot.items()},
         )
     except AneError as exc:
         _say(f"convert:{name}: error: {exc}")
+        return False
+    changed = _changed_during_build(snapshot)
+    if changed:
+        # The container took these digests from the snapshot; its bytes may not match them.
+        for path in changed:
+            _say(f"convert:{name}: error: {ctx.rel(path)} changed during the build; run again")
         return False
     output = ctx.file_state(node.output)
     output_json = output.to_json() if output else None
@@ -301,21 +308,21 @@ def convert_action(name: str) -> dict[str, Any] | bool:
     ctx.built["convert"].append(name)
     for line in result.summary():
         _say(f"convert:{name}: {line}")
-    _warn_if_changed_during_build(ctx, name, snapshot)
     return {"settings": node.convert_digest, "output": output_json}
 
 
-def _warn_if_changed_during_build(ctx: BuildContext, name: str, snap: dict[str, FileState]) -> None:
-    for path, before in snap.items():
+def _changed_during_build(snapshot: dict[str, FileState]) -> list[str]:
+    """Inputs whose size or mtime moved since the snapshot the action started from."""
+    changed = []
+    for path, before in snapshot.items():
         try:
             st = os.stat(path)
         except OSError:
+            changed.append(path)
             continue
         if (st.st_size, st.st_mtime_ns) != (before.size, before.mtime_ns):
-            _say(
-                f"convert:{name}: warning: {ctx.rel(path)} changed during the build; "
-                "the next run rebuilds it"
-            )
+            changed.append(path)
+    return changed
 
 
 class _Progress:
