@@ -146,9 +146,15 @@ def _json_type(value: object) -> str:
 
 
 def bundle_file(path: StrPath) -> Path:
-    """Return the ``bundle.json`` a bundle path names (the path itself, or the file in a folder)."""
+    """Return the ``bundle.json`` a bundle path names (the path itself, or the file in a folder).
+
+    A path that does not exist yet names a folder unless it ends in ``.json``, so the answer is
+    the same before and after the compiler writes its output.
+    """
     path = Path(path)
-    return path / BUNDLE_FILE if path.is_dir() else path
+    if path.is_dir() or (not path.exists() and path.suffix.lower() != ".json"):
+        return path / BUNDLE_FILE
+    return path
 
 
 def load_bundle(path: StrPath) -> Bundle:

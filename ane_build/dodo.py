@@ -6,9 +6,10 @@ happens when doit asks for tasks, never on import; so does taking the project's 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
+from doit import create_after
 from doit.exceptions import InvalidDodoFile
 
 from . import tasks
@@ -24,6 +25,15 @@ DOIT_CONFIG: dict[str, Any] = {
 }
 
 
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _after(task: str) -> Callable[[_F], _F]:
+    """doit's `create_after`, typed: create these tasks once ``task`` has run."""
+    decorate: Callable[[_F], _F] = create_after(executed=task)
+    return decorate
+
+
 def _context() -> tasks.BuildContext:
     try:
         ctx = tasks.context()
@@ -33,39 +43,55 @@ def _context() -> tasks.BuildContext:
     return ctx
 
 
+def _graph() -> tasks.BuildContext:
+    ctx = _context()
+    try:
+        ctx.graph  # noqa: B018 - loads and validates every config, reported as doit's error
+    except AneError as exc:
+        raise InvalidDodoFile(str(exc)) from exc
+    return ctx
+
+
 def task_example() -> Iterator[dict[str, Any]]:
     """Generate synthetic example inputs (only in projects with a synthetic.toml)."""
     _context()
     yield from tasks.gen_example()
 
 
+# Created after `example` ran: the task graph must see the files it generates, or a fresh
+# project would build from a graph without its artefacts and rebuild on the next run. Each step
+# waits for the one before, which also makes `doit verify` or `doit smoke` build what they need.
+@_after("example")
 def task_convert() -> Iterator[dict[str, Any]]:
     """Build _ane.onnx containers from compiler artefacts."""
-    _context()
+    _graph()
     yield from tasks.gen_convert()
 
 
+@_after("convert")
 def task_verify() -> Iterator[dict[str, Any]]:
     """Check every container against the kernel's rules."""
-    _context()
+    _graph()
     yield from tasks.gen_verify()
 
 
+@_after("verify")
 def task_deploy() -> Iterator[dict[str, Any]]:
     """Verify and submit every container (hardware, else the simulator)."""
-    _context()
+    _graph()
     yield from tasks.gen_deploy()
 
 
 def task_summary() -> dict[str, Any]:
-    """Print a table of containers and deploys."""
+    """Print what this run built and deployed."""
     _context()
     return tasks.gen_summary()
 
 
+@_after("verify")
 def task_smoke() -> dict[str, Any]:
     """CI smoke test on real ANE hardware."""
-    _context()
+    _graph()
     return tasks.gen_smoke()
 
 

@@ -53,7 +53,7 @@ class BuildContext:
         state = root / STATE_DIR
         self.cache = DigestCache(state / "digests.json")
         self.records = RecordStore(state / "records")
-        self.graph: TaskGraph = load_graph(root, self.cache)
+        self._graph: TaskGraph | None = None
         # Input states captured right before an action ran; `FingerprintChecker.get_state`
         # stores these, so a file rewritten during the build is seen as changed next time.
         self.snapshots: dict[str, FileState] = {}
@@ -79,6 +79,13 @@ class BuildContext:
         return self._project
 
     @property
+    def graph(self) -> TaskGraph:
+        """The task graph, loaded on first use: after the example task has generated inputs."""
+        if self._graph is None:
+            self._graph = load_graph(self.root, self.cache)
+        return self._graph
+
+    @property
     def models(self) -> dict[str, ModelNode]:
         """Models by name."""
         return self.graph.models
@@ -97,7 +104,7 @@ class BuildContext:
         """Current state of ``path``; None when it does not exist."""
         try:
             return self.cache.state(Path(path))
-        except FileNotFoundError:
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             return None
 
     def save(self) -> None:

@@ -265,3 +265,25 @@ def test_input_state_is_captured_before_the_action(
         assert checker.check_modified(os.fspath(weights), weights.stat(), now) is False
     finally:
         set_context(None)
+
+
+def test_fresh_example_project_builds_then_noops(tmp_path: Path) -> None:
+    """The README's main job: a clone with no generated inputs, `doit` twice."""
+    root = tmp_path / "clone"
+    root.mkdir()
+    shutil.copytree(REPO / "configs", root / "configs")
+    shutil.copy(REPO / "synthetic.toml", root / "synthetic.toml")
+    shutil.copy(REPO / "dodo.py", root / "dodo.py")
+    first = subprocess.run(
+        [sys.executable, "-m", "doit"], cwd=root, capture_output=True, text=True, timeout=300
+    )
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "4 model(s) built or deployed, 0 already up to date" in first.stdout
+    assert "not run on ANE hardware" in first.stdout
+    second = subprocess.run(
+        [sys.executable, "-m", "doit"], cwd=root, capture_output=True, text=True, timeout=300
+    )
+    assert second.returncode == 0
+    ran = [line for line in second.stdout.splitlines() if line.startswith(".  ")]
+    assert ran == [".  summary"], second.stdout
+    assert "all 4 model(s) up to date" in second.stdout
