@@ -29,7 +29,7 @@ _F = TypeVar("_F", bound=Callable[..., Any])
 
 
 def _after(task: str) -> Callable[[_F], _F]:
-    """doit's `create_after`, typed: create these tasks once ``task`` has run."""
+    """Typed `doit.create_after`: create the decorated tasks once ``task`` has run."""
     decorate: Callable[[_F], _F] = create_after(executed=task)
     return decorate
 
