@@ -19,10 +19,10 @@ from .anec import ANEC_PAYLOAD_OFFSET, AnecHeader
 from .buildstate import write_atomic
 from .errors import ConfigError
 from .graph import SYNTHETIC_FILE
-from .synthetic import M1_TD_SIZE, make_chain, make_weights
+from .synthetic import M1_TD_SIZE, SYNTHETIC_MARK, make_chain, make_weights
 from .uapi import ANE_TILE_COUNT
 
-TOOLCHAIN_NOTE = "synthetic (ane_build example; not real ANE code)"
+TOOLCHAIN_NOTE = f"synthetic (ane_build example; {SYNTHETIC_MARK})"
 _TILE = 16384
 
 

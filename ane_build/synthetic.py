@@ -12,6 +12,8 @@ import struct
 from .microcode import TD_NEXT_OFFSET_WORD, TD_NEXT_SIZE_SHIFT, TD_WORD0_EON
 
 M1_TD_SIZE = 0x274
+# Recorded in the toolchain text of every synthetic container; deploys keep those off hardware.
+SYNTHETIC_MARK = "not real ANE code"
 # anecc aligns each descriptor after the first to 0x100 (see the concat sample: 0x274 -> 0x300).
 DESCRIPTOR_ALIGN = 0x100
 
@@ -46,6 +48,11 @@ def make_chain(
         struct.pack_into("<II", out, offset, word0, word1)
         struct.pack_into("<I", out, offset + 4 * TD_NEXT_OFFSET_WORD, next_offset)
     return bytes(out)
+
+
+def is_synthetic(toolchain: str | None) -> bool:
+    """Whether a container's ``ane.toolchain`` says it holds synthetic, not real, ANE code."""
+    return bool(toolchain) and SYNTHETIC_MARK in (toolchain or "")
 
 
 def make_weights(size: int, *, seed: int = 0) -> bytes:

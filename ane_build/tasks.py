@@ -440,6 +440,7 @@ class SmokeCase:
     seconds: float
     error: str | None
     detail: str
+    skipped: str | None = None
 
 
 def smoke_action() -> bool:
@@ -472,17 +473,27 @@ def smoke_action() -> bool:
                     device=device,
                     mode="direct" if node.submit_mode == "direct" else "onnx",
                 )
-                cases.append(SmokeCase(name, time.perf_counter() - start, None, rec.summary))
+                took = time.perf_counter() - start
+                skipped = None
+                if rec.simulated and not device.is_simulated:
+                    skipped = "synthetic container (not real ANE code): not submitted to hardware"
+                cases.append(SmokeCase(name, took, None, rec.summary, skipped))
             except AneError as exc:
                 cases.append(SmokeCase(name, time.perf_counter() - start, str(exc), ""))
         simulated = device.is_simulated
         where = "the simulator" if simulated else device.path
     _write_junit(ctx, cases, simulated=simulated)
     failed = [c for c in cases if c.error]
+    skipped = [c for c in cases if c.skipped]
     for case in cases:
-        status = "FAIL" if case.error else "ok"
-        _say(f"smoke: {case.name}: {status} ({case.seconds * 1e3:.1f} ms) {case.error or ''}")
-    _say(f"smoke: {len(cases) - len(failed)} passed, {len(failed)} failed on {where}")
+        status = "FAIL" if case.error else "skipped" if case.skipped else "ok"
+        why = case.error or case.skipped or ""
+        _say(f"smoke: {case.name}: {status} ({case.seconds * 1e3:.1f} ms) {why}".rstrip())
+    passed = len(cases) - len(failed) - len(skipped)
+    tally = f"{passed} passed, {len(failed)} failed"
+    if skipped:
+        tally += f", {len(skipped)} skipped"
+    _say(f"smoke: {tally} on {where}")
     return not failed
 
 
@@ -494,6 +505,7 @@ def _write_junit(ctx: BuildContext, cases: list[SmokeCase], *, simulated: bool) 
         name="ane_build.smoke",
         tests=str(len(cases)),
         failures=str(sum(1 for c in cases if c.error)),
+        skipped=str(sum(1 for c in cases if c.skipped)),
         time=f"{sum(c.seconds for c in cases):.3f}",
     )
     props = ET.SubElement(suite, "properties")
@@ -503,6 +515,8 @@ def _write_junit(ctx: BuildContext, cases: list[SmokeCase], *, simulated: bool) 
         el.set("time", f"{case.seconds:.3f}")
         if case.error:
             ET.SubElement(el, "failure", message=case.error[:200]).text = case.error
+        elif case.skipped:
+            ET.SubElement(el, "skipped", message=case.skipped)
         elif case.detail:
             ET.SubElement(el, "system-out").text = case.detail
     data = ET.tostring(suite, encoding="utf-8", xml_declaration=True)
