@@ -13,6 +13,7 @@ import binascii
 import ctypes
 import errno
 import itertools
+import json
 import logging
 import mmap
 import os
@@ -20,7 +21,7 @@ import time
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal, NoReturn, TypeVar
+from typing import Any, Literal, NoReturn, TypeVar
 
 from . import uapi
 from .errors import DescriptorChainError, WireFormatError
@@ -102,6 +103,8 @@ class SubmitRecord:
     btsp_handle: int
     flags: int
     onnx_translated: bool
+    outputs: tuple[str, ...] = ()
+    """Output tensors computed by the reference evaluator (never by ANE microcode)."""
 
 
 class SimulatedKernel:
@@ -114,6 +117,8 @@ class SimulatedKernel:
         address_space: Bytes of ANE address space shared by all BOs.
         memory_limit: Largest single pinning the host allows before ENOMEM.
         timeout_delay: Seconds to sleep before returning ETIMEDOUT (the real driver waits ~1 s).
+        evaluate: After a successful ONNX-flag submit whose container has ``ane.io``, compute the
+            outputs with onnx's reference evaluator and write them to the output BOs.
     """
 
     def __init__(
@@ -124,6 +129,7 @@ class SimulatedKernel:
         address_space: int = ADDRESS_SPACE,
         memory_limit: int = 1 << 40,
         timeout_delay: float = 0.0,
+        evaluate: bool = True,
     ) -> None:
         if abi not in ("fork", "stock"):
             raise ValueError(f"abi must be 'fork' or 'stock' (got {abi!r})")
@@ -132,6 +138,7 @@ class SimulatedKernel:
         self.address_space = address_space
         self.memory_limit = memory_limit
         self.timeout_delay = timeout_delay
+        self.evaluate = evaluate
         self.counters: Counter[str] = Counter()
         self.ioctl_log: list[tuple[str, str]] = []
         self.submits: list[SubmitRecord] = []
@@ -346,13 +353,18 @@ class SimulatedKernel:
             if handle and handle not in state.bos:
                 raise _fail(errno.EINVAL, f"slot {slot}: handle {handle} is not a live BO")
         cmd = state.bos[req.handles[0]]
+        container: bytes | None = None
+        entries: dict[bytes, bytes] = {}
         if onnx:
-            self._translate_onnx(cmd, req)
+            container, entries = self._translate_onnx(cmd, req)
         if not (req.tsk_size and req.td_count and req.td_size):
             raise _fail(errno.EINVAL, "tsk_size, td_count and td_size must be non-zero")
         if req.tsk_size >= cmd.size:
             raise _fail(errno.EINVAL, f"tsk_size {req.tsk_size} >= slot 0 size {cmd.size}")
         self._run(state, req)
+        outputs: tuple[str, ...] = ()
+        if container is not None and b"ane.io" in entries and self.evaluate:
+            outputs = _evaluate(state, req, container, entries[b"ane.io"])
         self.submits.append(
             SubmitRecord(
                 req.tsk_size,
@@ -362,12 +374,15 @@ class SimulatedKernel:
                 req.btsp_handle,
                 flags,
                 onnx,
+                outputs,
             )
         )
 
-    def _translate_onnx(self, cmd: _Bo, req: uapi.drm_ane_submit) -> None:
+    def _translate_onnx(
+        self, cmd: _Bo, req: uapi.drm_ane_submit
+    ) -> tuple[bytes, dict[bytes, bytes]]:
         data = os.pread(cmd.memfd, cmd.size, 0)
-        entries = _scan_metadata(data)
+        entries, end = _scan_metadata(data)
         microcode = _decode_b64(entries.get(b"ane.microcode.b64"), "ane.microcode.b64")
         weights = _decode_b64(entries.get(b"ane.weights.b64", b""), "ane.weights.b64")
         td_size = _decimal(entries.get(b"ane.td_size"), "ane.td_size")
@@ -383,6 +398,7 @@ class SimulatedKernel:
         image = microcode + bytes(weights_at - len(microcode)) + weights
         os.pwrite(cmd.memfd, image, 0)
         req.tsk_size, req.td_size, req.td_count = len(microcode), td_size, td_count
+        return data[:end], entries
 
     def _run(self, state: _Fd, req: uapi.drm_ane_submit) -> None:
         cmd = state.bos[req.handles[0]]
@@ -414,10 +430,11 @@ def _expect(arg: ctypes.Structure, kind: type[_S]) -> _S:
     return arg
 
 
-def _scan_metadata(data: bytes) -> dict[bytes, bytes]:
+def _scan_metadata(data: bytes) -> tuple[dict[bytes, bytes], int]:
     """Collect metadata_props entries the way the fork kernel does; EINVAL on malformed input.
 
     The container is followed by zero padding up to the BO size; a zero tag byte ends it.
+    Returns the entries and where the container ends.
     """
     entries: dict[bytes, bytes] = {}
     end = len(data)
@@ -445,7 +462,68 @@ def _scan_metadata(data: bytes) -> dict[bytes, bytes]:
             pos += length
     except WireFormatError as exc:
         raise _fail(errno.EINVAL, f"malformed container: {exc}") from exc
-    return entries
+    return entries, pos
+
+
+def _evaluate(
+    state: _Fd, req: uapi.drm_ane_submit, container: bytes, io_json: bytes
+) -> tuple[str, ...]:
+    """Compute the graph's outputs with onnx's reference evaluator, in the ANE tensor layout.
+
+    The simulator cannot run microcode; this stands in for it so the data path (tile, upload,
+    submit, read back, untile) is exercised end to end. Graphs it cannot evaluate leave the
+    output buffers untouched: that is a limit of the simulator, never a kernel error.
+    """
+    try:
+        import numpy as np
+        import onnx
+        from onnx.reference import ReferenceEvaluator
+
+        from .tiling import tile, untile
+
+        slots = {int(k): v for k, v in json.loads(io_json).items()}
+        model = onnx.load_from_string(container)
+        graph_inputs = [i.name for i in model.graph.input]
+        graph_outputs = [o.name for o in model.graph.output]
+        feeds: dict[str, Any] = {}
+        dtypes = {
+            i.name: onnx.helper.tensor_dtype_to_np_dtype(i.type.tensor_type.elem_type)
+            for i in model.graph.input
+        }
+        ins = sorted((s, v) for s, v in slots.items() if v["role"] == "input")
+        outs = sorted((s, v) for s, v in slots.items() if v["role"] == "output")
+        for index, (slot, spec) in enumerate(ins):
+            name = spec.get("name") if spec.get("name") in graph_inputs else graph_inputs[index]
+            bo = state.bos[req.handles[slot]]
+            raw = os.pread(bo.memfd, bo.size, 0)
+            dims = (spec["n"], spec["c"], spec["h"], spec["w"])
+            array = untile(raw, *dims, spec["row_stride"], spec["plane_stride"])
+            shape = [d.dim_value for d in _input(model, name).type.tensor_type.shape.dim]
+            feeds[name] = array.reshape(shape).astype(dtypes[name])
+        results = dict(zip(graph_outputs, ReferenceEvaluator(model).run(None, feeds), strict=True))
+        written = []
+        for index, (slot, spec) in enumerate(outs):
+            name = spec.get("name") if spec.get("name") in results else graph_outputs[index]
+            value = np.asarray(results[name], dtype=np.float16)
+            dims = (spec["n"], spec["c"], spec["h"], spec["w"])
+            out = bytearray(state.bos[req.handles[slot]].size)
+            tile(
+                value.reshape(dims),
+                row_stride=spec["row_stride"],
+                plane_stride=spec["plane_stride"],
+                out=memoryview(out),
+            )
+            os.pwrite(state.bos[req.handles[slot]].memfd, out, 0)
+            written.append(name)
+        return tuple(written)
+    # The evaluator raises whatever onnx or numpy raise; none of it is a kernel error.
+    except Exception as exc:
+        log.info("simulator: outputs not computed (%s: %s)", type(exc).__name__, exc)
+        return ()
+
+
+def _input(model: Any, name: str) -> Any:
+    return next(i for i in model.graph.input if i.name == name)
 
 
 def _scan_entry(data: bytes, pos: int, end: int) -> tuple[bytes, bytes]:

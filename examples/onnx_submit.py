@@ -11,6 +11,8 @@ import logging
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from ane_build.container import parse_ane_metadata, verify_container
 from ane_build.device import open_device
 from ane_build.errors import AneError
@@ -24,7 +26,7 @@ def main() -> int:
     parser.add_argument("--device", default="auto", help="auto, sim, sim:stock or a /dev path")
     parser.add_argument("--mode", choices=("onnx", "direct"), default="onnx")
     args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     try:
         meta = parse_ane_metadata(args.model)
         print(
@@ -39,7 +41,20 @@ def main() -> int:
         with open_device(args.device) as device:
             where = "the simulator" if device.is_simulated else f"ANE hardware at {device.path}"
             print(f"submitting to {where} in {args.mode} mode")
-            result = submit_onnx_model(device, args.model, meta, mode=args.mode)
+            rng = np.random.default_rng(0)
+            inputs = {
+                io.name or f"slot{slot}": rng.standard_normal((io.n, io.c, io.h, io.w)).astype(
+                    np.float16
+                )
+                for slot, io in meta.io.items()
+                if io.role == "input"
+            }
+            for name, tensor in inputs.items():
+                print(
+                    f"  input {name}: shape {tuple(tensor.shape)}, first values "
+                    f"{tensor.ravel()[:4].tolist()}"
+                )
+            result = submit_onnx_model(device, args.model, meta, mode=args.mode, inputs=inputs)
     except AneError as exc:
         print(f"onnx_submit: error: {exc}", file=sys.stderr)
         return 1
@@ -51,8 +66,9 @@ def main() -> int:
         )
     if result.simulated:
         print(
-            "note: the simulator validated the submission; it does not run ANE microcode, so "
-            "output buffers are not hardware results."
+            "note: the simulator validated the submission but cannot run ANE microcode; in onnx "
+            "mode it fills output buffers with onnx's reference evaluator. These are not "
+            "hardware results."
         )
     return 0
 
