@@ -299,7 +299,9 @@ def read_anec(
             raise ArtifactError(f".anec file {path}: {_os_problem(path, exc)}") from exc
     if len(microcode) != header.tsk_size:
         raise AnecFormatError(f"{path}: file shrank while reading the microcode")
-    chain = walk_chain(microcode, header.td_size, source=str(path))
+    chain = walk_chain(
+        microcode, header.td_size, source=f"{path} (header td_size=0x{header.td_size:x})"
+    )
     check_chain(
         chain,
         td_count=header.td_count,

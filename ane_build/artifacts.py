@@ -13,6 +13,7 @@ import fnmatch
 import json
 import logging
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,7 @@ from .anec import (
     ANEC_PAYLOAD_OFFSET,
     MAX_TSK_SIZE,
     AnecFile,
+    _os_problem,
     open_artifact,
     read_anec,
 )
@@ -145,6 +147,27 @@ def _json_type(value: object) -> str:
     return _JSON_TYPES.get(type(value), type(value).__name__)
 
 
+# Longest value text quoted in a message.
+_SHOWN = 60
+# Characters of neither base64 alphabet (whitespace is skipped, as the kernel does).
+_NOT_BASE64 = re.compile(r"[^A-Za-z0-9+/\-_=\s]")
+
+
+def _short(text: str) -> str:
+    quoted = json.dumps(text[: _SHOWN + 1], ensure_ascii=False)
+    return quoted if len(quoted) <= _SHOWN else quoted[: _SHOWN - 4] + '..."'
+
+
+def _found(value: object) -> str:
+    """What a message says was found instead: the JSON type and the (shortened) value."""
+    if isinstance(value, dict):
+        return f"{_json_type(value)} with {len(value)} key(s)"
+    if isinstance(value, list):
+        return f"{_json_type(value)} of {len(value)} item(s)"
+    text = _short(value) if isinstance(value, str) else json.dumps(value)
+    return f"{_json_type(value)} {text}"
+
+
 def bundle_file(path: StrPath) -> Path:
     """Return the ``bundle.json`` a bundle path names (the path itself, or the file in a folder).
 
@@ -175,6 +198,9 @@ def load_bundle(path: StrPath) -> Bundle:
     path = Path(path)
     file = bundle_file(path)
     if file != path and not file.exists():
+        if not path.is_dir():
+            # Not a folder at all (missing, a dangling symlink, a loop): open says which.
+            open_artifact(path, "bundle").close()
         raise ArtifactError(f"bundle {path}: folder has no {BUNDLE_FILE}")
     with open_artifact(file, "bundle") as f:
         try:
@@ -189,9 +215,7 @@ def load_bundle(path: StrPath) -> Bundle:
         raise ArtifactError(f"bundle {file}: invalid JSON: {exc}") from exc
     where = f"bundle {file}"
     if not isinstance(doc, dict):
-        raise ArtifactError(
-            f"{where}: the top level must be a JSON object, found {_json_type(doc)}"
-        )
+        raise ArtifactError(f"{where}: the top level must be a JSON object, found {_found(doc)}")
     if doc.get("microcode") is None:
         raise ArtifactError(f"{where}: missing field 'microcode' (base64 microcode)")
     microcode = _b64_field(doc, "microcode", where)
@@ -220,13 +244,13 @@ def load_bundle(path: StrPath) -> Bundle:
         if not isinstance(tds_value, str):
             raise ArtifactError(
                 f"{where}: field 'tile_descriptors' must be a base64 string or an object "
-                f'{{"b64", "entry_size", "count"}}, found {_json_type(tds_value)}'
+                f'{{"b64", "entry_size", "count"}}, found {_found(tds_value)}'
             )
         tile_descriptors = _b64_field(doc, "tile_descriptors", where)
     toolchain = doc.get("toolchain")
     if toolchain is not None and not isinstance(toolchain, str):
         raise ArtifactError(
-            f"{where}: field 'toolchain' must be a string, found {_json_type(toolchain)}"
+            f"{where}: field 'toolchain' must be a string, found {_found(toolchain)}"
         )
     unknown = sorted(
         set(doc) - {"microcode", "weights", "tile_descriptors", "td_size", "td_count", "toolchain"}
@@ -249,14 +273,22 @@ def _b64_field(obj: dict[str, Any], key: str, where: str, label: str | None = No
     value = obj[key]
     if not isinstance(value, str):
         raise ArtifactError(
-            f"{where}: field '{label}' must be a base64 string, found {_json_type(value)}"
+            f"{where}: field '{label}' must be a base64 string, found {_found(value)}"
         )
     # Accept what the kernel accepts: either alphabet, whitespace anywhere.
     text = "".join(value.split()).replace("-", "+").replace("_", "/")
     try:
         return base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError) as exc:
-        raise ArtifactError(f"{where}: field '{label}' is not valid base64 ({exc})") from exc
+        bad = _NOT_BASE64.search(value)
+        shown = (
+            f"character {bad.group()!r} at offset {bad.start()}"
+            if bad
+            else f"value {_short(value)}"
+        )
+        raise ArtifactError(
+            f"{where}: field '{label}' is not valid base64 ({shown}: {exc})"
+        ) from exc
 
 
 def _int_field(obj: dict[str, Any], key: str, where: str, label: str | None = None) -> int | None:
@@ -266,7 +298,7 @@ def _int_field(obj: dict[str, Any], key: str, where: str, label: str | None = No
         return None
     if isinstance(value, bool) or not isinstance(value, int):
         raise ArtifactError(
-            f"{where}: field '{label}' must be a positive integer, found {_json_type(value)}"
+            f"{where}: field '{label}' must be a positive integer, found {_found(value)}"
         )
     if value <= 0:
         raise ArtifactError(f"{where}: field '{label}' must be a positive integer, found {value}")
@@ -320,8 +352,12 @@ def discover_candidates(
     """
     root = Path(root)
     if not root.is_dir():
-        problem = "is not a folder" if root.exists() else "does not exist"
-        raise ArtifactError(f"artefact root {root}: {problem}")
+        try:
+            os.stat(root)
+        except OSError as exc:
+            # Missing, a dangling symlink or a symlink loop: say which.
+            raise ArtifactError(f"artefact root {root}: {_os_problem(root, exc)}") from exc
+        raise ArtifactError(f"artefact root {root}: is not a folder")
     found: dict[str, list[Path]] = {kind: [] for kind in DISCOVERY_PATTERNS}
     for path in _walk(root, visited):
         kind = _classify(path.name)
@@ -589,7 +625,14 @@ class _Resolver:
         code = self.small_bytes(microcode[0], "microcode")
         label = microcode[1]
         if size is None or count is None:
-            chain = walk_chain(code, size.value if size else None, source=label)
+            try:
+                chain = walk_chain(code, size.value if size else None, source=label)
+            except DescriptorChainError as exc:
+                if size is None:
+                    raise
+                raise DescriptorChainError(
+                    f"{exc} (td_size={size.value} from {size.origin})"
+                ) from exc
             origin = "the microcode's descriptor chain"
             if size is None:
                 size = _Stated(chain.td_size, origin)

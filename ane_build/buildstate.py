@@ -14,7 +14,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .atomicfile import create_temp
 from .errors import BuildError
 
 log = logging.getLogger(__name__)
@@ -64,13 +64,14 @@ def fingerprint(st: os.stat_result) -> list[int]:
 def write_atomic(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` through a temp file in the same folder, fsync and rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    # Locked temp file: a killed writer's leftovers are removed here, a live writer's are not.
+    fd, tmp = create_temp(path)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+            os.replace(tmp, path)  # while the lock is held; see `atomicfile`
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

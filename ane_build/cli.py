@@ -178,6 +178,10 @@ def _cmd_watch(args: argparse.Namespace) -> int:
     from .tasks import watch_project
 
     root = _project_root(args)
+    if not args.verbose:
+        # Say what triggered each build and how it went; the rest of the package stays quiet.
+        logging.getLogger("ane_build.watch").setLevel(logging.INFO)
+        logging.getLogger("ane_build.tasks").setLevel(logging.INFO)
     print(f"watching {root} (Ctrl-C to stop)", file=sys.stderr)
     watch_project(root, poll=args.poll, build_first=not args.no_initial_build)
     return EXIT_OK

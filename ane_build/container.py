@@ -19,7 +19,6 @@ import logging
 import os
 import re
 import stat
-import tempfile
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -32,6 +31,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from . import protowire as pw
 from ._typing import BytesLike, StrPath
+from .atomicfile import create_temp
 from .errors import (
     AneError,
     ContainerError,
@@ -288,6 +288,13 @@ def _open_model(model: StrPath | BytesLike) -> Iterator[tuple[BinaryIO, str]]:
         return
     label = os.fspath(model)
     try:
+        mode = os.stat(label).st_mode
+    except OSError:
+        mode = stat.S_IFREG  # open() below says what is wrong
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        # Opening a FIFO blocks until a writer appears, forever in a build; a device never ends.
+        raise ModelFileError(f"{label}: cannot open: not a regular file (a FIFO, socket or device)")
+    try:
         stream = open(label, "rb", buffering=_READ_BUFFER)  # noqa: SIM115 - closed below
     except OSError as exc:
         raise ModelFileError(f"{label}: cannot open: {exc.strerror or exc}") from exc
@@ -428,6 +435,8 @@ def _unique_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 def _json_object(text: str, key: str, label: str) -> dict[str, Any]:
     try:
         obj = json.loads(text, object_pairs_hook=_unique_pairs)
+    except RecursionError as exc:
+        raise _bad(label, key, text, "invalid JSON: nested too deeply") from exc
     except ValueError as exc:
         raise _bad(label, key, text, f"invalid JSON: {exc}") from exc
     if not isinstance(obj, dict):
@@ -485,7 +494,9 @@ def _b64_decoded_length(stream: BinaryIO, label: str, entry: _Entry) -> int:
     """Decoded length of a base64 value from its length, its padding and a look at both ends.
 
     The exact count needs every character when the text has whitespace in it; a look at its head
-    and tail finds the line-wrapped encodings, and only those are counted in full.
+    and tail finds the line-wrapped encodings, and only those are counted in full. Whitespace
+    only in the middle of a long value is missed (the length comes out too large), except when
+    the estimate is impossible for base64 (one more than a multiple of 4): that is counted in full.
     """
     start, length = entry.value_offset, entry.value_length
     if length <= 2 * _B64_PROBE:
@@ -497,6 +508,9 @@ def _b64_decoded_length(stream: BinaryIO, label: str, entry: _Entry) -> int:
             chars = sum(_data_chars(chunk) for chunk in _iter_range(stream, start, length))
         else:
             chars = length - (len(tail) - len(tail.rstrip(b"=")))
+            if chars % 4 == 1:
+                # No whitespace-free base64 has this length: there is whitespace in the middle.
+                chars = sum(_data_chars(chunk) for chunk in _iter_range(stream, start, length))
     if chars % 4 == 1:
         raise _bad(
             label,
@@ -796,7 +810,7 @@ def _verify_chain(
     try:
         chain = walk_chain(microcode, td_size, source=label)
     except DescriptorChainError as exc:
-        report.add("descriptor chain", False, str(exc))
+        report.add("descriptor chain", False, f"{exc} (walked with {KEY_TD_SIZE} = {td_size})")
         return
     problems = []
     if td_count is not None and chain.td_count != td_count:
@@ -805,6 +819,14 @@ def _verify_chain(
         )
     if chain.tsk_size > len(microcode):
         problems.append(f"tsk_size {chain.tsk_size} exceeds the microcode ({len(microcode)} bytes)")
+    data_end = len(microcode.rstrip(b"\0"))
+    if data_end > chain.tsk_size:
+        # As the converter refuses: code after the end-of-network descriptor never runs, so the
+        # chain (hence td_size) does not describe this microcode.
+        problems.append(
+            f"with {KEY_TD_SIZE} = {td_size} the chain ends at byte 0x{chain.tsk_size:x}, but the "
+            f"microcode has non-zero data up to 0x{data_end:x}"
+        )
     detail = "; ".join(problems) or (
         f"{chain.td_count} descriptor(s), td_size {chain.td_size}, tsk_size {chain.tsk_size} "
         f"<= microcode {len(microcode)} bytes"
@@ -1504,10 +1526,23 @@ def _fsync_dir(folder: str) -> None:
         os.close(fd)
 
 
+def _open_output(fd: int) -> BinaryIO:
+    """The stream a container is written through: a seam where tests put a full disk."""
+    return os.fdopen(fd, "wb")
+
+
+def _os_reason(exc: OSError) -> str:
+    """``strerror (ENAME)``: the text for people, the errno name for searching and scripts."""
+    name = errno.errorcode.get(exc.errno or 0)
+    text = exc.strerror or str(exc)
+    return f"{text} ({name})" if name else text
+
+
 def _write_atomic(target: Path, write: Callable[[BinaryIO, str], _T]) -> _T:
     """Run ``write`` on a temp file beside ``target``, fsync, then rename it over ``target``.
 
-    The temp file is removed on any failure, KeyboardInterrupt included.
+    The temp file is removed on any failure, KeyboardInterrupt included; one left by a writer
+    that was killed outright is removed by the next write of ``target`` (see `atomicfile`).
     """
     folder = os.path.dirname(os.path.abspath(target))
     try:
@@ -1515,23 +1550,27 @@ def _write_atomic(target: Path, write: Callable[[BinaryIO, str], _T]) -> _T:
     except OSError:
         mode = _default_mode()
     try:
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{target.name}.", suffix=".tmp")
+        fd, tmp = create_temp(target)
     except OSError as exc:
         raise ModelFileError(
-            f"{target}: cannot create a temporary file in {folder}: {exc.strerror or exc}"
+            f"{target}: cannot create a temporary file in {folder}: {_os_reason(exc)}"
         ) from exc
     try:
-        with os.fdopen(fd, "wb") as out:
+        with _open_output(fd) as out:
             result = write(out, tmp)
             out.flush()
             os.fchmod(out.fileno(), mode)
             os.fsync(out.fileno())
-        os.replace(tmp, target)
+            # Renamed while still open: the fd holds the lock that tells other writers' cleanup
+            # this temp file is alive, until it no longer carries a temp name.
+            os.replace(tmp, target)
     except BaseException as exc:
         with suppress(OSError):
             os.unlink(tmp)
         if isinstance(exc, OSError) and not isinstance(exc, AneError):
-            raise ModelFileError(f"{target}: cannot write: {exc.strerror or exc}") from exc
+            raise ModelFileError(
+                f"{target}: cannot write: {_os_reason(exc)}; nothing was replaced"
+            ) from exc
         raise
     _fsync_dir(folder)
     return result

@@ -7,6 +7,7 @@ print (callers report `ConvertResult`), and it never leaves a partial output beh
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
@@ -94,7 +95,9 @@ def convert_model(
     """
     start = time.perf_counter()
     output = default_output(source) if output is None else output
-    if output.resolve() == source.resolve():
+    # realpath, not Path.resolve: resolve raises RuntimeError on a symlink loop, and the
+    # loop is better reported by the open that follows (naming the file).
+    if os.path.realpath(output) == os.path.realpath(source):
         raise BuildError(f"{output}: the output would overwrite the source model")
     artifacts = resolve_artifacts(
         spec, base_dir=base_dir, toolchain=toolchain, allow_outside=allow_outside

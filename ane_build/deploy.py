@@ -12,6 +12,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from .backend import Backend
 from .buildstate import write_atomic
 from .container import verify_container
 from .device import ANEDevice, open_device
@@ -51,8 +52,18 @@ def deploy_container(
     device_spec: str = "auto",
     mode: SubmitMode = "onnx",
     record: Path | None = None,
+    backend: Backend | None = None,
 ) -> DeployRecord:
     """Verify ``container`` and submit it once; write the record when ``record`` is given.
+
+    Args:
+        name: The model's name, for the record.
+        container: The ``_ane.onnx`` file.
+        device: An open device to use (left open); None opens ``device_spec`` and closes it.
+        device_spec: What to open when ``device`` is None, as `open_device` takes it.
+        mode: How to submit (see `submit_onnx_model`).
+        record: Where to write the JSON record, if anywhere.
+        backend: The syscall backend ``device_spec`` is opened through (see `open_device`).
 
     Raises:
         VerificationError: The container fails verification (nothing is submitted).
@@ -61,7 +72,7 @@ def deploy_container(
     report = verify_container(container)
     report.raise_for_failure()
     owned = device is None
-    dev = open_device(device_spec) if device is None else device
+    dev = open_device(device_spec, backend=backend) if device is None else device
     if not dev.is_simulated and report.metadata and is_synthetic(report.metadata.toolchain):
         # Pseudo-random descriptor bodies are no program for a real engine.
         log.warning("%s: synthetic container (not real ANE code): using the simulator", name)

@@ -304,7 +304,7 @@ class ANEDevice:
             fd = _retry_eintr(lambda: backend.open(node))
         except OSError as exc:
             err = exc.errno or errno.EIO
-            report.append(f"{node}: {errno.errorcode.get(err, err)}{_hint_for(err)}")
+            report.append(f"{node}: {errno.errorcode.get(err, err)} on open{_hint_for(err)}")
             return None
         try:
             version = query_version(backend, fd, node)
@@ -453,12 +453,8 @@ class ANEDevice:
         if self._closed:
             return
         first_error: AneError | None = None
+        alive = [repr(bo) for bo in self._live.values()]
         for bo in list(self._live.values()):
-            warnings.warn(
-                f"{bo!r} still alive when {self.path} was closed; freeing it",
-                ResourceWarning,
-                stacklevel=2,
-            )
             try:
                 bo.close()
             except AneError as exc:
@@ -466,8 +462,18 @@ class ANEDevice:
         self._closed = True
         self._live.clear()
         self.backend.close(self.fd)
-        if first_error is not None:
-            raise first_error
+        # Warned only now that everything is released: where warnings are errors (test suites,
+        # -W error), a warning raised first would leave the other BOs pinned and the fd open.
+        try:
+            for text in alive:
+                warnings.warn(
+                    f"{text} still alive when {self.path} was closed; freed it",
+                    ResourceWarning,
+                    stacklevel=2,
+                )
+        finally:
+            if first_error is not None:
+                raise first_error
 
     @property
     def closed(self) -> bool:
@@ -490,25 +496,33 @@ class ANEDevice:
         return f"<ANEDevice {self.path} ({kind}){' closed' if self._closed else ''}>"
 
 
-def open_device(spec: str = "auto") -> ANEDevice:
+def open_device(spec: str = "auto", *, backend: Backend | None = None) -> ANEDevice:
     """Open a device from a config string: ``"auto"``, ``"sim"`` / ``"sim:stock"``, or a path.
 
     ``"auto"`` opens the first real ``ane`` node and falls back to the simulator, saying so.
+
+    Args:
+        spec: Which device.
+        backend: Open through this syscall backend instead of the OS, and for the ``sim`` specs
+            instead of a fresh simulator (a `SimulatedKernel` whose faults and counters a test
+            can reach); its own ABI then applies.
 
     Raises:
         DeviceNotFoundError: A path was given and it is not an ``ane`` node.
         ValueError: ``spec`` is none of the accepted forms.
     """
+    if spec in ("sim", "sim:fork", "sim:stock") and backend is not None:
+        return ANEDevice.open(backend=backend)
     if spec in ("sim", "sim:fork"):
         return ANEDevice.simulated("fork")
     if spec == "sim:stock":
         return ANEDevice.simulated("stock")
     if spec == "auto":
         try:
-            return ANEDevice.open()
+            return ANEDevice.open(backend=backend)
         except DeviceNotFoundError as exc:
             log.info("no ANE hardware found, using the simulator (%s)", exc)
             return ANEDevice.simulated("fork")
     if spec.startswith("/"):
-        return ANEDevice.open(spec)
+        return ANEDevice.open(spec, backend=backend)
     raise ValueError(f"device must be 'auto', 'sim', 'sim:stock' or a /dev path (got {spec!r})")

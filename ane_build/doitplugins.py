@@ -12,12 +12,18 @@ from typing import Any
 from doit.cmd_base import Command
 from doit.dependency import SqliteDB
 
+# doit's `save_success` writes a task's state key by key and writes "deps:" last; "ignore:" is
+# written on its own by `doit ignore`. A commit on these keys stores each task's state whole.
+_COMMIT_KEYS = frozenset({"deps:", "ignore:"})
+
 
 class WriteThroughSqliteDB(SqliteDB):  # type: ignore[misc]
-    """doit's sqlite3 backend, but every change is committed at once (WAL, so commits are cheap).
+    """doit's sqlite3 backend, but each task's state is committed as soon as doit has recorded it.
 
     Plain doit writes its state only when a run ends: a run killed after building 50 models
-    forgets all 50 and rebuilds them.
+    forgets all 50 and rebuilds them. The commit happens once a task's state is complete (WAL, so
+    commits are cheap), never half-way through it; anything else doit sets is committed when the
+    run ends, as plain doit does.
     """
 
     desc = "sqlite3, committed after every task (ane_build)"
@@ -31,8 +37,10 @@ class WriteThroughSqliteDB(SqliteDB):  # type: ignore[misc]
         self._conn.execute("pragma busy_timeout=60000")
 
     def set(self, task_id: str, dependency: str, value: Any) -> None:
-        """Store and commit."""
+        """Store; commit when the task's state is complete."""
         super().set(task_id, dependency, value)
+        if dependency not in _COMMIT_KEYS:
+            return
         self._conn.execute(
             "insert or replace into doit values (?,?)",
             (task_id, self.codec.encode(self._cache[task_id])),

@@ -15,10 +15,13 @@ import logging
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .buildstate import STATE_DIR, DigestCache, read_json, write_atomic
 from .errors import ConfigError
+
+if TYPE_CHECKING:
+    from .config import Project
 
 log = logging.getLogger(__name__)
 
@@ -163,6 +166,7 @@ def build_graph(root: Path, cache: DigestCache) -> tuple[TaskGraph, dict[str, An
         watch(config_file)
     watch(root / SYNTHETIC_FILE)
     models: dict[str, ModelNode] = {}
+    data_files: dict[str, list[tuple[str, Path]]] = {}
     for name, spec in project.models.items():
         inputs: list[Path] = [spec.source]
         watch(spec.source)
@@ -179,7 +183,8 @@ def build_graph(root: Path, cache: DigestCache) -> tuple[TaskGraph, dict[str, An
                 except AneError:
                     locations = []  # the convert step reports a broken source in full
                 cache.remember(key, st, locations)
-            inputs += [spec.source.parent / loc for loc in locations]
+            data_files[name] = [(loc, spec.source.parent / loc) for loc in locations]
+            inputs += [path for _, path in data_files[name]]
         roots: list[str] = []
         for key, path in spec.artifact_paths().items():
             if key == "root":
@@ -214,11 +219,46 @@ def build_graph(root: Path, cache: DigestCache) -> tuple[TaskGraph, dict[str, An
             convert_digest=settings_digest(convert),
             deploy_digest=settings_digest(deploy),
         )
+    problems = _external_data_problems(project, data_files)
+    if problems:
+        raise ConfigError("\n".join(problems))
     watched = {
         "configs": sorted(p.name for p in (root / CONFIG_DIR).glob("*.toml")),
         "stamps": stamps,
     }
     return TaskGraph(root, models), watched
+
+
+def _external_data_problems(
+    project: Project, data_files: dict[str, list[tuple[str, Path]]]
+) -> list[str]:
+    """Problems with the source models' external data files, one line each, as config errors.
+
+    Like every configured path, a data file must resolve (symlinks followed) inside the project
+    root unless the model's config sets ``allow_outside_root``; and no output may overwrite one.
+    """
+    problems: list[str] = []
+    readers: dict[str, tuple[str, str]] = {}  # real path -> (model, location)
+    for name, files in data_files.items():
+        spec = project.models[name]
+        for location, path in files:
+            real = os.path.realpath(path)
+            readers.setdefault(real, (name, location))
+            if not spec.config.allow_outside_root and not Path(real).is_relative_to(project.root):
+                problems.append(
+                    f"{spec.rel(spec.config_path)}: source: {spec.rel(spec.source)} keeps "
+                    f"tensors in external data {location!r}, which resolves to {real}, outside "
+                    f"the project root {project.root}; set allow_outside_root = true to allow it"
+                )
+    for spec in project.models.values():
+        reader = readers.get(os.path.realpath(spec.output))
+        if reader is not None:
+            problems.append(
+                f"{spec.rel(spec.config_path)}: output: {spec.rel(spec.output)} is also the "
+                f"external data file {reader[1]!r} of the source of model {reader[0]!r}; it would "
+                "be overwritten"
+            )
+    return problems
 
 
 def _to_json(graph: TaskGraph) -> dict[str, Any]:

@@ -406,10 +406,17 @@ class SimulatedKernel:
         microcode = os.pread(cmd.memfd, req.tsk_size, 0)
         try:
             chain = walk_chain(microcode, req.td_size)
-            check_chain(chain, td_count=req.td_count, tsk_size=req.tsk_size)
+            check_chain(chain, td_count=req.td_count)
             expected = build_bootstrap(microcode, req.td_size)
         except DescriptorChainError as exc:
             self._timeout(f"descriptor chain would hang the engine: {exc}")
+        # The engine stops at the end-of-network flag, so zero padding up to tsk_size is never
+        # fetched; anything else there means td_size cut the first descriptor short.
+        if any(microcode[chain.tsk_size :]):
+            self._timeout(
+                f"non-zero bytes after the chain's end at 0x{chain.tsk_size:x} (tsk_size "
+                f"0x{req.tsk_size:x}): td_size {req.td_size} is not the first descriptor's size"
+            )
         # The hardware cannot tell us the first descriptor's true size; model anecc's uniform
         # chains, where every descriptor has the size the first one declares for its successor.
         sizes = {d.size for d in chain.descriptors}

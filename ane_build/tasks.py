@@ -51,7 +51,7 @@ class BuildContext:
     def __init__(self, root: Path) -> None:
         self.root = root
         state = root / STATE_DIR
-        self.cache = DigestCache(state / "digests.json")
+        self._cache: DigestCache | None = None
         self.records = RecordStore(state / "records")
         self._graph: TaskGraph | None = None
         # Input states captured right before an action ran; `FingerprintChecker.get_state`
@@ -68,6 +68,18 @@ class BuildContext:
             ConfigError: No project there, or an invalid config.
         """
         return cls(find_project_root(start or Path.cwd()))
+
+    @property
+    def cache(self) -> DigestCache:
+        """The digest cache, read on first use.
+
+        Not at creation: doit creates the context before it takes the project lock, and a run
+        that waited for another would otherwise save a cache from before that run, dropping
+        every fingerprint the other run learnt (and re-reading those files next time).
+        """
+        if self._cache is None:
+            self._cache = DigestCache(self.root / STATE_DIR / "digests.json")
+        return self._cache
 
     @property
     def project(self) -> Project:
@@ -108,9 +120,11 @@ class BuildContext:
             return None
 
     def save(self) -> None:
-        """Persist the digest cache."""
+        """Persist the digest cache (if it was used)."""
+        if self._cache is None:
+            return
         try:
-            self.cache.save()
+            self._cache.save()
         except OSError as exc:
             log.warning("could not save the digest cache: %s", exc)
 
@@ -156,7 +170,6 @@ class FingerprintChecker(FileChangedChecker):  # type: ignore[misc]
         ctx = context()
         snapshot = ctx.snapshots.get(os.path.abspath(dep))
         state = snapshot if snapshot is not None else ctx.cache.state(Path(dep))
-        ctx.save()
         new = state.to_json()
         return None if new == current_state else new
 
@@ -270,7 +283,12 @@ def convert_action(name: str) -> dict[str, Any] | bool:
 
     ctx = context()
     node = ctx.models[name]
-    for reason in convert_reasons(ctx, name) or ["doit has no state for this task"]:
+    reasons = convert_reasons(ctx, name)
+    if not reasons:
+        kept = _keep_current_output(ctx, name)
+        if kept is not None:
+            return kept
+    for reason in reasons or ["doit has no state for this task"]:
         _say(f"convert:{name}: {reason}")
     snapshot: dict[str, FileState] = {}
     for path in node.inputs:
@@ -316,6 +334,31 @@ def convert_action(name: str) -> dict[str, Any] | bool:
     for line in result.summary():
         _say(f"convert:{name}: {line}")
     return {"settings": node.convert_digest, "output": output_json}
+
+
+def _keep_current_output(ctx: BuildContext, name: str) -> dict[str, Any] | None:
+    """The task values of an output our build record shows current; None to rebuild it.
+
+    doit runs a convert task it has no state for. That happens when a run was killed after the
+    action wrote the container and its record but before doit committed its own state, or when
+    doit's state file was removed. The container then already holds exactly what a rebuild would
+    write; rewriting it would only cost time and make ``why`` and doit disagree.
+    """
+    node = ctx.models[name]
+    record = ctx.records.get(name, "convert")
+    saved = FileState.from_json(record.get("output")) if record else None
+    output = ctx.file_state(node.output)
+    if saved is None or output is None or saved.sha256 != output.sha256:
+        return None
+    for path in node.inputs:
+        state = ctx.file_state(path)
+        if state is not None:
+            ctx.snapshots[path] = state
+    _say(
+        f"convert:{name}: {ctx.rel(node.output)} is up to date per its build record; kept "
+        "(doit had no state for this task)"
+    )
+    return {"settings": node.convert_digest, "output": output.to_json()}
 
 
 def _changed_during_build(snapshot: dict[str, FileState]) -> list[str]:
@@ -474,10 +517,10 @@ def smoke_action() -> bool:
                     mode="direct" if node.submit_mode == "direct" else "onnx",
                 )
                 took = time.perf_counter() - start
-                skipped = None
+                reason = None
                 if rec.simulated and not device.is_simulated:
-                    skipped = "synthetic container (not real ANE code): not submitted to hardware"
-                cases.append(SmokeCase(name, took, None, rec.summary, skipped))
+                    reason = "synthetic container (not real ANE code): not submitted to hardware"
+                cases.append(SmokeCase(name, took, None, rec.summary, reason))
             except AneError as exc:
                 cases.append(SmokeCase(name, time.perf_counter() - start, str(exc), ""))
         simulated = device.is_simulated
@@ -736,7 +779,7 @@ def watch_project(root: Path, *, poll: bool = False, build_first: bool = True) -
         code = run_doit(root, args)
         took = time.monotonic() - started
         what = "all models" if models is None else ", ".join(sorted(models))
-        log.warning("watch: built %s in %.2f s (%s)", what, took, "ok" if code == 0 else "FAILED")
+        log.info("watch: built %s in %.2f s (%s)", what, took, "ok" if code == 0 else "FAILED")
         return code
 
     Watcher(

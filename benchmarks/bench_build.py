@@ -184,6 +184,7 @@ def bench_watch(tmp: Path, trials: int) -> bool:
     doit(root)
     counter = _BuildCounter()
     logging.getLogger("ane_build.tasks").addHandler(counter)
+    logging.getLogger("ane_build.tasks").setLevel(logging.INFO)
     cwd = os.getcwd()
     thread = threading.Thread(
         target=watch_project, args=(root,), kwargs={"build_first": False}, daemon=True

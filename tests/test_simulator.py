@@ -335,3 +335,23 @@ def test_version_reports_lengths_and_truncates() -> None:
     assert ver.name_len == 3 and name.raw == b"an"
     ver = uapi.drm_version(name_len=4, name=None)
     assert _errno(raw.kernel.ioctl, raw.fd, uapi.DRM_IOCTL_VERSION, ver) == errno.EFAULT
+
+
+@pytest.mark.parametrize(("tail", "ok"), [(bytes(12), True), (b"\x00" * 11 + b"\x01", False)])
+def test_zero_padding_after_the_chain_runs(tail: bytes, ok: bool) -> None:
+    raw = Raw()
+    microcode = make_chain(1) + tail
+    cmd, btsp = raw.bo_init(len(microcode) + 1), raw.bo_init(TD)
+    raw.write(cmd, microcode)
+    raw.write(btsp, build_bootstrap(microcode, TD))
+    fields = {
+        "tsk_size": len(microcode),
+        "td_count": 1,
+        "td_size": TD,
+        "handles": {0: cmd.handle},
+        "btsp_handle": btsp.handle,
+    }
+    if ok:
+        raw.submit(**fields)
+    else:
+        assert _errno(raw.submit, **fields) == errno.ETIMEDOUT

@@ -287,3 +287,33 @@ def test_fresh_example_project_builds_then_noops(tmp_path: Path) -> None:
     ran = [line for line in second.stdout.splitlines() if line.startswith(".  ")]
     assert ran == [".  summary"], second.stdout
     assert "all 4 model(s) up to date" in second.stdout
+
+
+def test_watch_command_rebuilds_and_exits_0_on_ctrl_c(project: Path) -> None:
+    import signal
+    import time
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ane_build", "watch"],
+        cwd=project,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        output = project / "build" / "relu_ane.onnx"
+        deadline = time.monotonic() + 90
+        while not output.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert output.exists(), "the initial build did not happen"
+        first = output.stat().st_mtime_ns
+        cfg = project / "configs" / "relu.toml"
+        cfg.write_text('toolchain = "anecc 3"\n' + cfg.read_text())
+        while output.stat().st_mtime_ns == first and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert parse_ane_metadata(output).toolchain == "anecc 3"
+    finally:
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert "watching" in err and "watch: built" in err
