@@ -121,7 +121,26 @@ def _hint_for(err: int) -> str:
     return ""
 
 
-class BufferObject:
+class Closing:
+    """Context-manager support for resources with an idempotent ``close()``."""
+
+    def close(self) -> None:
+        """Release the resource."""
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class BufferObject(Closing):
     """A kernel buffer object mapped into this process. Close it (or use ``with``) to free it.
 
     Attributes:
@@ -221,23 +240,12 @@ class BufferObject:
         self._device._free_bo(self)
         self._freed = True
 
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
     def __repr__(self) -> str:
         state = "freed" if self._freed else "live"
         return f"<BufferObject handle={self.handle} size={self.size} {state}>"
 
 
-class ANEDevice:
+class ANEDevice(Closing):
     """An open ``ane`` device node: allocates BOs and submits work.
 
     Use `ANEDevice.open` for hardware, `ANEDevice.simulated` for the built-in simulator, and
@@ -479,17 +487,6 @@ class ANEDevice:
     def closed(self) -> bool:
         """Whether the device has been closed."""
         return self._closed
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         kind = "simulated" if self.is_simulated else "hardware"

@@ -138,6 +138,14 @@ def _field_at(data: BytesLike, pos: int, end: int, base: int) -> WireField:
     return WireField(number, wire_type, base + pos, base + cur, length, varint)
 
 
+def _check_fits(field: WireField, end: int) -> None:
+    if field.end > end:
+        raise WireFormatError(
+            f"field {field.number} at byte {field.offset} declares {field.length} bytes but "
+            f"only {end - field.value_offset} remain"
+        )
+
+
 def iter_fields(data: BytesLike, start: int = 0, end: int | None = None) -> Iterator[WireField]:
     """Yield the fields of the message stored in ``data[start:end]``.
 
@@ -148,11 +156,7 @@ def iter_fields(data: BytesLike, start: int = 0, end: int | None = None) -> Iter
     pos = start
     while pos < end:
         field = _field_at(data, pos, end, 0)
-        if field.end > end:
-            raise WireFormatError(
-                f"field {field.number} at byte {field.offset} declares {field.length} bytes but "
-                f"only {end - field.value_offset} remain"
-            )
+        _check_fits(field, end)
         yield field
         pos = field.end
 
@@ -193,11 +197,7 @@ def iter_stream_fields(
             buf = stream.read(min(max(block, header_len), end - pos))
             buf_start, rel = pos, 0
         field = _field_at(buf, rel, len(buf), buf_start)
-        if field.end > end:
-            raise WireFormatError(
-                f"field {field.number} at byte {field.offset} declares {field.length} bytes but "
-                f"only {end - field.value_offset} remain"
-            )
+        _check_fits(field, end)
         yield field
         pos = field.end
 

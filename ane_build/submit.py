@@ -14,15 +14,14 @@ from collections.abc import Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
-from typing import Literal, Self
+from typing import Literal
 
 import numpy as np
 
 from . import uapi
 from ._typing import StrPath
 from .container import AneModelMetadata, parse_ane_metadata, read_ane_payloads
-from .device import ANEDevice, BufferObject
+from .device import ANEDevice, BufferObject, Closing
 from .errors import AneError, SubmitValidationError
 from .microcode import build_bootstrap, check_chain, walk_chain
 from .payload import IoSlot
@@ -75,7 +74,7 @@ class SubmitResult:
         )
 
 
-class AneProgram:
+class AneProgram(Closing):
     """A program's buffer objects, allocated once and submitted many times.
 
     Layout: slot 0 is the command buffer (microcode, zero padding to 16, weights; in ONNX mode the
@@ -222,17 +221,6 @@ class AneProgram:
     def close(self) -> None:
         """Free every BO of the program. Idempotent."""
         self._stack.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 def _container_length(container: Path | bytes | None) -> int:

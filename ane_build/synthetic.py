@@ -8,6 +8,7 @@ code and must never be presented as such or sent to hardware as a meaningful pro
 from __future__ import annotations
 
 import struct
+from collections.abc import Sequence
 
 from .microcode import TD_NEXT_OFFSET_WORD, TD_NEXT_SIZE_SHIFT, TD_WORD0_EON
 
@@ -25,26 +26,41 @@ def make_chain(
     align: int = DESCRIPTOR_ALIGN,
     network_id: int = 0,
     seed: int = 0,
+    sizes: Sequence[int] | None = None,
+    fill: int | None = None,
 ) -> bytes:
     """Return microcode holding ``count`` descriptors of ``td_size`` bytes each.
 
-    Descriptor bodies are filled with deterministic pseudo-random words (from ``seed``) so
-    different models get different bytes; the chain fields are exact.
+    Descriptor ``k + 1`` starts at the first multiple of ``align`` after descriptor ``k``. Bodies
+    are deterministic pseudo-random words (from ``seed``), or the byte ``fill``, so different
+    models get different bytes; the chain fields are exact.
+
+    Args:
+        count: Number of descriptors (ignored when ``sizes`` is given).
+        td_size: Size of every descriptor.
+        align: Alignment of every descriptor after the first.
+        network_id: Network id written into word 0.
+        seed: Seed of the pseudo-random bodies.
+        sizes: One size per descriptor, for chains whose descriptors differ.
+        fill: Fill byte for the bodies instead of pseudo-random words.
     """
-    if count < 1:
-        raise ValueError(f"count must be at least 1 (got {count})")
-    if td_size % 4 or td_size < 4 * (TD_NEXT_OFFSET_WORD + 1):
-        raise ValueError(f"td_size must be a multiple of 4 and at least 32 (got {td_size})")
-    stride = (td_size + align - 1) // align * align
-    out = bytearray(stride * (count - 1) + td_size)
-    for index in range(count):
-        offset = index * stride
-        body = _noise(td_size, seed * 65537 + index)
-        out[offset : offset + td_size] = body
-        last = index == count - 1
+    sizes = [td_size] * count if sizes is None else list(sizes)
+    if not sizes:
+        raise ValueError(f"a chain needs at least one descriptor (got {count})")
+    for size in sizes:
+        if size % 4 or size < 4 * (TD_NEXT_OFFSET_WORD + 1):
+            raise ValueError(f"descriptor sizes must be multiples of 4, at least 32 (got {size})")
+    offsets = [0]
+    for size in sizes[:-1]:
+        offsets.append(-(-(offsets[-1] + size) // align) * align)
+    out = bytearray(offsets[-1] + sizes[-1])
+    for index, (offset, size) in enumerate(zip(offsets, sizes, strict=True)):
+        body = bytes([fill]) * size if fill is not None else _noise(size, seed * 65537 + index)
+        out[offset : offset + size] = body
+        last = index == len(sizes) - 1
         word0 = index & 0xFFFF | (network_id & 0xFF) << 16 | (TD_WORD0_EON if last else 0)
-        word1 = 0 if last else (td_size // 4 - 1) << TD_NEXT_SIZE_SHIFT
-        next_offset = 0 if last else offset + stride
+        word1 = 0 if last else (sizes[index + 1] // 4 - 1) << TD_NEXT_SIZE_SHIFT
+        next_offset = 0 if last else offsets[index + 1]
         struct.pack_into("<II", out, offset, word0, word1)
         struct.pack_into("<I", out, offset + 4 * TD_NEXT_OFFSET_WORD, next_offset)
     return bytes(out)

@@ -24,50 +24,27 @@ import os
 import resource
 import shutil
 import statistics
-import struct
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from _models import TD_SIZE, big_model, microcode
+
 TIME_TARGET = 3.0
 RSS_TARGET_MIB = 100.0
-TD_SIZE = 0x274
 
 
 def _maxrss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _microcode() -> bytes:
-    data = bytearray(TD_SIZE)
-    struct.pack_into("<I", data, 0, 1 << 25 | 1 << 16)
-    return bytes(data)
-
-
 def _make_inputs(folder: Path, size: int) -> tuple[Path, Path]:
     import numpy as np
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
 
-    n = size // 4
-    rng = np.random.default_rng(0)
-    weight = rng.integers(0, 2**31, n, dtype=np.int32).view(np.float32)
-    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [n])
-    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [n])
-    graph = helper.make_graph(
-        [helper.make_node("Add", ["x", "w"], ["y"])],
-        "big",
-        [x],
-        [y],
-        [numpy_helper.from_array(weight, "w")],
-    )
-    model = helper.make_model(graph)
-    helper.set_model_props(model, {"author": "bench"})
-    source = folder / "source.onnx"
-    onnx.save_model(model, os.fspath(source))
-    del model, graph, weight
+    source = big_model(folder / "source.onnx", size, random=True)
+    rng = np.random.default_rng(1)
     weights = folder / "weights.bin"
     with open(weights, "wb") as f:
         chunk = 16 << 20
@@ -99,7 +76,7 @@ def _child(mode: str, source: Path, weights: Path, output: Path) -> dict[str, fl
         embed_ane_metadata(
             source,
             output,
-            microcode=PayloadRef.from_bytes(_microcode()),
+            microcode=PayloadRef.from_bytes(microcode()),
             td_size=TD_SIZE,
             td_count=1,
             weights=PayloadRef(ref.length, path=weights, sha256=known[os.fspath(weights)]),
@@ -110,7 +87,7 @@ def _child(mode: str, source: Path, weights: Path, output: Path) -> dict[str, fl
         embed_ane_metadata(
             source,
             output,
-            microcode=PayloadRef.from_bytes(_microcode()),
+            microcode=PayloadRef.from_bytes(microcode()),
             td_size=TD_SIZE,
             td_count=1,
             weights=PayloadRef.from_file(weights),
@@ -140,7 +117,7 @@ def _child(mode: str, source: Path, weights: Path, output: Path) -> dict[str, fl
         model = onnx.load(os.fspath(source))
         blob = weights.read_bytes()
         props = {
-            "ane.microcode.b64": base64.b64encode(_microcode()).decode(),
+            "ane.microcode.b64": base64.b64encode(microcode()).decode(),
             "ane.weights.b64": base64.b64encode(blob).decode(),
             "ane.td_size": str(TD_SIZE),
             "ane.td_count": "1",

@@ -13,49 +13,30 @@ import argparse
 import gc
 import os
 import statistics
-import struct
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from _models import TD_SIZE, big_model, microcode
+
 TARGET_RATIO = 1000.0
-TD_SIZE = 0x274
 
 
 def _build(folder: Path, size: int) -> Path:
-    import numpy as np
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
+    """A container of about ``size`` bytes: a big initializer plus small ane.* payloads."""
     from ane_build.container import embed_ane_metadata
     from ane_build.payload import IoSlot, PayloadRef
 
+    source = big_model(folder / "source.onnx", size)
     n = size // 4
-    weight = np.full(n, 0.5, dtype=np.float32)
-    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [n])
-    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [n])
-    graph = helper.make_graph(
-        [helper.make_node("Add", ["x", "w"], ["y"])],
-        "big",
-        [x],
-        [y],
-        [numpy_helper.from_array(weight, "w")],
-    )
-    model = helper.make_model(graph)
-    helper.set_model_props(model, {"author": "bench"})
-    source = folder / "source.onnx"
-    onnx.save_model(model, os.fspath(source))
-    del model, graph, weight
     gc.collect()
 
-    microcode = bytearray(TD_SIZE)
-    struct.pack_into("<I", microcode, 0, 1 << 25 | 1 << 16)
     output = folder / "source_ane.onnx"
     embed_ane_metadata(
         source,
         output,
-        microcode=PayloadRef.from_bytes(bytes(microcode)),
+        microcode=PayloadRef.from_bytes(microcode()),
         td_size=TD_SIZE,
         td_count=1,
         weights=PayloadRef.from_bytes(os.urandom(64 << 10)),

@@ -137,3 +137,11 @@ def require_atheris() -> ModuleType:
     if atheris is None:
         sys.exit("atheris is not installed: pip install atheris")
     return atheris
+
+
+def run(test_one_input: Callable[[bytes], None], seeds: Iterable[bytes]) -> None:
+    """Fuzz ``test_one_input`` with atheris (libFuzzer flags and corpus folders from argv)."""
+    atheris = require_atheris()
+    prepare_corpus(sys.argv, seeds)
+    atheris.Setup(sys.argv, test_one_input)
+    atheris.Fuzz()

@@ -6,8 +6,6 @@ samples in ../shared/anec-samples when that folder exists; they are read, never 
 
 from __future__ import annotations
 
-import sys
-
 import _fuzz_common as common
 
 with common.instrumented(__name__ == "__main__"):
@@ -75,10 +73,7 @@ def seeds() -> list[bytes]:
 
 def main() -> None:
     """Fuzz with atheris (libFuzzer flags and corpus folders come from the command line)."""
-    atheris = common.require_atheris()
-    common.prepare_corpus(sys.argv, seeds())
-    atheris.Setup(sys.argv, TestOneInput)
-    atheris.Fuzz()
+    common.run(TestOneInput, seeds())
 
 
 if __name__ == "__main__":

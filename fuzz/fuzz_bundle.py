@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import base64
 import json
-import sys
 from pathlib import Path
 
 import _fuzz_common as common
@@ -61,10 +60,7 @@ def seeds() -> list[bytes]:
 
 def main() -> None:
     """Fuzz with atheris (libFuzzer flags and corpus folders come from the command line)."""
-    atheris = common.require_atheris()
-    common.prepare_corpus(sys.argv, seeds())
-    atheris.Setup(sys.argv, TestOneInput)
-    atheris.Fuzz()
+    common.run(TestOneInput, seeds())
 
 
 if __name__ == "__main__":

@@ -6,7 +6,6 @@ Run: ``python fuzz/fuzz_chain.py -max_total_time=600 corpus/chain/``
 from __future__ import annotations
 
 import itertools
-import sys
 
 import _fuzz_common as common
 
@@ -46,10 +45,7 @@ def seeds() -> list[bytes]:
 
 def main() -> None:
     """Fuzz with atheris (libFuzzer flags and corpus folders come from the command line)."""
-    atheris = common.require_atheris()
-    common.prepare_corpus(sys.argv, seeds())
-    atheris.Setup(sys.argv, TestOneInput)
-    atheris.Fuzz()
+    common.run(TestOneInput, seeds())
 
 
 if __name__ == "__main__":

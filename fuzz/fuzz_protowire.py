@@ -6,7 +6,6 @@ Run: ``python fuzz/fuzz_protowire.py -max_total_time=600 corpus/protowire/``
 from __future__ import annotations
 
 import io
-import sys
 from collections.abc import Callable, Iterator
 
 import _fuzz_common as common
@@ -65,10 +64,7 @@ def seeds() -> list[bytes]:
 
 def main() -> None:
     """Fuzz with atheris (libFuzzer flags and corpus folders come from the command line)."""
-    atheris = common.require_atheris()
-    common.prepare_corpus(sys.argv, seeds())
-    atheris.Setup(sys.argv, TestOneInput)
-    atheris.Fuzz()
+    common.run(TestOneInput, seeds())
 
 
 if __name__ == "__main__":

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import struct
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from ane_build import synthetic
 from ane_build.anec import ANEC_HEADER_SIZE, ANEC_PAYLOAD_OFFSET, TILE_UNIT, AnecHeader
 
-EON = 1 << 25
 M1_TD_SIZE = 0x274
 
 
@@ -23,25 +22,9 @@ def make_chain(
     fill: int = 0x5A,
     trailing: bytes = b"",
 ) -> bytes:
-    """A valid chain: descriptor k is ``sizes[k]`` bytes at a multiple of ``align``.
-
-    Word 0 holds the task id (and the end-of-network bit on the last), word 1 bits 24:16 the next
-    descriptor's size in words minus one, word 7 the next descriptor's byte offset. Other words
-    are filled with non-zero bytes so a wrong td_size shows up as data after the chain.
-    """
-    offsets = [0]
-    for size in sizes[:-1]:
-        offsets.append(round_up(offsets[-1] + size, align))
-    out = bytearray(offsets[-1] + sizes[-1])
-    for k, (offset, size) in enumerate(zip(offsets, sizes, strict=True)):
-        out[offset : offset + size] = bytes([fill]) * size
-        last = k == len(sizes) - 1
-        word0 = k | (EON if last else 0)
-        word1 = 0 if last else ((sizes[k + 1] // 4 - 1) << 16)
-        word7 = 0 if last else offsets[k + 1]
-        struct.pack_into("<II", out, offset, word0, word1)
-        struct.pack_into("<I", out, offset + 28, word7)
-    return bytes(out) + trailing
+    """A valid chain of descriptors of ``sizes``; non-zero bodies so a wrong td_size shows up as
+    data after the chain."""
+    return synthetic.make_chain(len(sizes), sizes=sizes, align=align, fill=fill) + trailing
 
 
 def make_anec_bytes(

@@ -1179,7 +1179,7 @@ def test_atheris_entry_point_runs_without_atheris(
     monkeypatch.syspath_prepend(str(FUZZ_DIR))
     module = load_entry_point(name)
     source = (FUZZ_DIR / f"fuzz_{name}.py").read_text()
-    assert "atheris.Setup(sys.argv, TestOneInput)" in source and "atheris.Fuzz()" in source
+    assert "common.run(TestOneInput, seeds())" in source
     rng = random.Random(f"entry-{name}")
     seeds = list(module.seeds())
     assert seeds, "each entry point ships seed inputs"
