@@ -1291,6 +1291,31 @@ class _Lane:
         self._pool.shutdown(wait=True)
 
 
+def _load_sync_file_range() -> Callable[[int, int, int, int], None] | None:
+    """Libc's sync_file_range (Linux), raising OSError on failure; None where it is missing."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        func = libc.sync_file_range
+    except (OSError, AttributeError):
+        return None
+    func.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+    func.restype = ctypes.c_int
+
+    def call(fd: int, offset: int, length: int, flags: int) -> None:
+        if func(fd, offset, length, flags) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, os.strerror(err))
+
+    return call
+
+
+_sync_file_range = _load_sync_file_range() if hasattr(os, "fsync") else None
+_WRITEBACK_CHUNK = 32 << 20
+
+
 class _Writer:
     """Hashes on one worker thread and writes on another, while the caller reads and encodes.
 
@@ -1305,6 +1330,7 @@ class _Writer:
         self._hashing = _Lane("ane-embed-hash")
         self._writing = _Lane("ane-embed-write")
         self.written = 0
+        self._flushed = 0
 
     def put(
         self, data: bytes | bytearray | None, hashes: Sequence[tuple[_Hasher, bytes]] = ()
@@ -1325,35 +1351,23 @@ class _Writer:
     def _write(self, data: bytes | bytearray) -> None:
         self._out.write(data)
         self.written += len(data)
+        if self.written - self._flushed >= _WRITEBACK_CHUNK:
+            self._start_writeback()
 
-    def copy_from(self, stream: BinaryIO, offset: int, length: int) -> bool:
-        """Copy a file range straight into the output in the kernel; False if unsupported.
+    def _start_writeback(self) -> None:
+        """Start writing back what is written so far, so the final fsync has little left to do.
 
-        Call `drain` first: queued writes must land before the copied bytes.
+        Without it every byte waits in the page cache until fsync, and the whole output's disk
+        time is added after the CPU work instead of overlapping it.
         """
+        if _sync_file_range is None:
+            return
         try:
-            src, dst = stream.fileno(), self._out.fileno()
-        except (AttributeError, OSError, io.UnsupportedOperation):
-            return False
-        self._out.flush()
-        done = 0
-        try:
-            while done < length:
-                n = os.copy_file_range(src, dst, length - done, offset + done)
-                if n == 0:
-                    raise ModelFileError("the source shrank while it was being copied")
-                done += n
-        except OSError as exc:
-            if done == 0 and exc.errno in (
-                errno.EXDEV,
-                errno.ENOSYS,
-                errno.EINVAL,
-                errno.EOPNOTSUPP,
-            ):
-                return False
-            raise
-        self.written += done
-        return True
+            self._out.flush()
+            _sync_file_range(self._out.fileno(), self._flushed, self.written - self._flushed, 2)
+        except (OSError, ValueError):
+            return
+        self._flushed = self.written
 
     def drain(self) -> None:
         """Wait until everything queued is written and hashed."""
@@ -1369,9 +1383,6 @@ class _Writer:
 def _copy_runs(
     stream: BinaryIO, runs: Iterable[_Run], writer: _Writer, hasher: _Hasher | None, label: str
 ) -> None:
-    if hasher is None:
-        _copy_runs_in_kernel(stream, runs, writer, label)
-        return
     for run in runs:
         pos = run.start
         while pos < run.end:
@@ -1380,26 +1391,7 @@ def _copy_runs(
             if not chunk:
                 raise ModelFileError(f"{label}: the file shrank while it was being copied")
             pos += len(chunk)
-            writer.put(chunk if run.keep else None, [(hasher, chunk)])
-
-
-def _copy_runs_in_kernel(
-    stream: BinaryIO, runs: Iterable[_Run], writer: _Writer, label: str
-) -> None:
-    """Copy kept runs with copy_file_range: nothing to hash, so the bytes need not visit us."""
-    for run in runs:
-        if not run.keep or run.end == run.start:
-            continue
-        writer.drain()
-        if not writer.copy_from(stream, run.start, run.end - run.start):
-            pos = run.start
-            while pos < run.end:
-                stream.seek(pos)
-                chunk = stream.read(min(_COPY_CHUNK, run.end - pos))
-                if not chunk:
-                    raise ModelFileError(f"{label}: the file shrank while it was being copied")
-                pos += len(chunk)
-                writer.put(chunk)
+            writer.put(chunk if run.keep else None, [(hasher, chunk)] if hasher else ())
 
 
 def _binascii_b64encode(raw: bytes) -> bytes:
@@ -1612,7 +1604,7 @@ def embed_ane_metadata(
         tiles: BO size in bytes per slot (``ane.tiles``).
         progress: Called with (bytes written, total bytes) as the output grows.
         source_sha256: The source file's digest when already known (as for payloads with a
-            `PayloadRef.sha256`); it is trusted, and the source is then copied in the kernel.
+            `PayloadRef.sha256`); it is trusted instead of hashing the source again.
 
     Returns:
         The metadata of the written container, read back from it.
