@@ -12,6 +12,7 @@ from __future__ import annotations
 import atexit
 import logging
 import os
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -731,7 +732,12 @@ def run_doit(root: Path, args: list[str], ctx: BuildContext | None = None) -> in
         ctx = BuildContext(root) if ctx is None else ctx
         set_context(ctx)
         try:
-            return int(DoitMain(ModuleTaskLoader(dodo)).run(args))
+            # doit binds its report stream to sys.stdout when first imported; in a long-lived
+            # process (watch mode, tests) that stream may since have been replaced or closed.
+            main = DoitMain(
+                ModuleTaskLoader(dodo), extra_config={"GLOBAL": {"outfile": sys.stdout}}
+            )
+            return int(main.run(args))
         finally:
             ctx.save()
             set_context(None)
