@@ -25,10 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
 
 import ane_build.anec
 import ane_build.container
@@ -38,6 +36,7 @@ from ane_build.cli import convert_main, main
 from ane_build.synthetic import make_chain, make_weights
 
 from .chains import make_anec_bytes
+from .test_security import external_data_model
 from .test_submit import relu_model
 
 REPO = Path(__file__).resolve().parents[1]
@@ -162,22 +161,7 @@ class Env:
 
     def external_data_model(self, path: Path, location: str) -> Path:
         """A model whose one initializer lives in external data at ``location``."""
-        weight = numpy_helper.from_array(np.ones(64, np.float32), "w")
-        graph = helper.make_graph(
-            [helper.make_node("Add", ["x", "w"], ["y"])],
-            "add",
-            [helper.make_tensor_value_info("x", TensorProto.FLOAT, [64])],
-            [helper.make_tensor_value_info("y", TensorProto.FLOAT, [64])],
-            [weight],
-        )
-        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-        tensor = model.graph.initializer[0]
-        tensor.ClearField("raw_data")
-        tensor.data_location = TensorProto.EXTERNAL
-        for key, value in (("location", location), ("offset", "0"), ("length", "256")):
-            tensor.external_data.add(key=key, value=value)
-        onnx.save(model, path)
-        return path
+        return external_data_model(path, location)
 
 
 M = 'source = "models/m.onnx"\n[artifacts]\nmicrocode = "art/m.tsk"\n'
