@@ -482,13 +482,15 @@ def _evaluate(
     output buffers untouched: that is a limit of the simulator, never a kernel error.
     """
     try:
+        slots = {int(k): v for k, v in json.loads(io_json).items()}
+        if not any(v["role"] == "output" for v in slots.values()):
+            return ()
         import numpy as np
         import onnx
         from onnx.reference import ReferenceEvaluator
 
         from .tiling import tile, untile
 
-        slots = {int(k): v for k, v in json.loads(io_json).items()}
         model = onnx.load_from_string(container)
         graph_inputs = [i.name for i in model.graph.input]
         graph_outputs = [o.name for o in model.graph.output]
