@@ -20,7 +20,7 @@ from ._typing import StrPath
 from .errors import AnecFormatError, ArtifactError
 from .microcode import TD_COUNT_LIMIT, DescriptorChain, check_chain, walk_chain
 from .payload import IoSlot, PayloadRef, ResolvedArtifacts
-from .uapi import ANE_CMD_GRAN, ANE_TILE_COUNT
+from .uapi import ANE_CMD_GRAN, ANE_TILE_COUNT, round_up
 
 logger = logging.getLogger(__name__)
 
@@ -40,10 +40,6 @@ _HEADER = struct.Struct(f"<QIIQQII{ANE_TILE_COUNT}I{ANE_TILE_COUNT * 6}Q")
 _NCHW_FIELDS = ("N", "C", "H", "W", "plane stride", "row stride")
 
 Role = Literal["input", "output", "scratch"]
-
-
-def _round_up(value: int, align: int) -> int:
-    return -(-value // align) * align
 
 
 def open_artifact(path: StrPath, what: str) -> BinaryIO:
@@ -165,7 +161,7 @@ class AnecHeader:
     @property
     def weights_offset(self) -> int:
         """Offset of the weights within the payload (microcode rounded up to 16 bytes)."""
-        return _round_up(self.tsk_size, ANE_CMD_GRAN)
+        return round_up(self.tsk_size, ANE_CMD_GRAN)
 
     def described(self, slot: int) -> bool:
         """Whether the header gives ``slot`` a tile size or a tensor shape."""

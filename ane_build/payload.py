@@ -7,7 +7,6 @@ This module reads files only when asked (``read``/``iter_chunks``) and never wri
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -103,15 +102,6 @@ class PayloadRef:
         if self.data is not None:
             return self.data
         return b"".join(self.iter_chunks())
-
-    def digest(self) -> str:
-        """Hex sha256 of the payload: the known one, or computed in chunks."""
-        if self.sha256 is not None:
-            return self.sha256
-        digest = hashlib.sha256()
-        for chunk in self.iter_chunks():
-            digest.update(chunk)
-        return digest.hexdigest()
 
 
 class IoSlot(BaseModel):

@@ -63,10 +63,6 @@ def _fail(err: int, why: str) -> OSError:
     return OSError(err, f"{os.strerror(err)} (simulator: {why})")
 
 
-def _round_up(value: int, multiple: int) -> int:
-    return (value + multiple - 1) // multiple * multiple
-
-
 @dataclass
 class _Bo:
     handle: int
@@ -303,7 +299,7 @@ class SimulatedKernel:
             raise _fail(errno.EINVAL, "bo_init.pad must be 0")
         if req.size == 0:
             raise _fail(errno.EINVAL, "bo_init.size is 0")
-        size = _round_up(req.size, PAGE_SIZE)
+        size = uapi.round_up(req.size, PAGE_SIZE)
         if size > self.memory_limit:
             raise _fail(errno.ENOMEM, f"cannot pin {size} bytes")
         if self.address_space_used + size > self.address_space:
@@ -389,7 +385,7 @@ class SimulatedKernel:
         td_count = _decimal(entries.get(b"ane.td_count"), "ane.td_count")
         if not microcode:
             raise _fail(errno.EINVAL, "ane.microcode.b64 missing or empty")
-        weights_at = _round_up(len(microcode), uapi.ANE_CMD_GRAN)
+        weights_at = uapi.round_up(len(microcode), uapi.ANE_CMD_GRAN)
         if weights_at + len(weights) > cmd.size:
             raise _fail(
                 errno.EINVAL,

@@ -33,10 +33,6 @@ SubmitMode = Literal["onnx", "direct"]
 _COPY_CHUNK = 8 << 20
 
 
-def _round_up(value: int, multiple: int) -> int:
-    return (value + multiple - 1) // multiple * multiple
-
-
 @dataclass(frozen=True)
 class SubmitResult:
     """What one submission did.
@@ -121,8 +117,8 @@ class AneProgram(Closing):
         self.tsk_size = len(microcode)
         self.io = dict(io or {})
         self._container = container
-        self._image = bytes(microcode) + bytes(_round_up(len(microcode), 16) - len(microcode))
-        self._image += weights
+        pad = uapi.round_up(len(microcode), uapi.ANE_CMD_GRAN) - len(microcode)
+        self._image = bytes(microcode) + bytes(pad) + weights
         container_len = _container_length(container)
         cmd_size = max(len(self._image), container_len, self.tsk_size + 1)
         self._stack = ExitStack()

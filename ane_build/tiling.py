@@ -13,6 +13,7 @@ import numpy.typing as npt
 
 from ._typing import BytesLike
 from .errors import AneFormatError, BufferObjectError
+from .uapi import round_up
 
 ROW_ALIGN = 64
 PLANE_ALIGN = 64
@@ -20,11 +21,6 @@ BUFFER_ALIGN = 16 * 1024
 ELEMENT_SIZE = 2
 # Little-endian on purpose: the engine reads IEEE half floats LE whatever the host order is.
 FP16_LE = np.dtype("<f2")
-
-
-def round_up(value: int, align: int) -> int:
-    """Round ``value`` up to a multiple of ``align`` (a positive integer)."""
-    return -(-value // align) * align
 
 
 def _nchw(shape: Sequence[int]) -> tuple[int, int, int, int]:

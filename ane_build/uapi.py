@@ -15,6 +15,12 @@ ANE_CMD_GRAN = 16
 ANE_SUBMIT_FLAG_ONNX = 1 << 0
 ANE_SUBMIT_KNOWN_FLAGS = ANE_SUBMIT_FLAG_ONNX
 
+
+def round_up(value: int, multiple: int) -> int:
+    """The kernel's ``round_up()``: ``value`` rounded up to a multiple of ``multiple``."""
+    return -(-value // multiple) * multiple
+
+
 DRM_IOCTL_BASE = ord("d")
 DRM_COMMAND_BASE = 0x40
 

@@ -7,12 +7,9 @@ from pathlib import Path
 
 from ane_build import synthetic
 from ane_build.anec import ANEC_HEADER_SIZE, ANEC_PAYLOAD_OFFSET, TILE_UNIT, AnecHeader
+from ane_build.uapi import round_up
 
 M1_TD_SIZE = 0x274
-
-
-def round_up(value: int, align: int) -> int:
-    return -(-value // align) * align
 
 
 def make_chain(

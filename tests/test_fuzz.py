@@ -81,6 +81,7 @@ from ane_build.errors import AneDeviceError, AneError, MetadataError, WireFormat
 from ane_build.microcode import TD_COUNT_LIMIT, TD_WORD0_EON, build_bootstrap, walk_chain
 from ane_build.submit import AneProgram, submit_onnx_model
 from ane_build.synthetic import M1_TD_SIZE, make_chain, make_weights
+from ane_build.uapi import round_up
 
 T = TypeVar("T")
 
@@ -717,10 +718,6 @@ def test_length_prefixes_claiming_gigabytes_allocate_nothing(
 # --- 3. .anec reader ------------------------------------------------------------------------
 
 
-def _round_up(value: int, align: int) -> int:
-    return -(-value // align) * align
-
-
 @st.composite
 def chain_mutations(draw: st.DrawFn, chain: bytes, td_size: int) -> bytes:
     """``chain`` with chain words (0: end-of-network, 1: next size, 7: next offset) edited."""
@@ -779,16 +776,16 @@ def anec_files(draw: st.DrawFn) -> tuple[bytes, int]:
     chain = chain_bytes(count, td_size)
     weights = make_weights(draw(st.sampled_from([0, 0, 1, 64, 1000])))
     pad = draw(st.booleans()) or bool(weights)
-    payload = chain + bytes(_round_up(len(chain), 16) - len(chain) if pad else 0) + weights
+    payload = chain + bytes(round_up(len(chain), 16) - len(chain) if pad else 0) + weights
     dst, src = draw(st.integers(0, 2)), draw(st.integers(0, 2))
     tiles, nchw = [0] * 32, [(0, 0, 0, 0, 0, 0)] * 32
-    tiles[0] = _round_up(len(payload) + 1, TILE_UNIT) // TILE_UNIT
+    tiles[0] = round_up(len(payload) + 1, TILE_UNIT) // TILE_UNIT
     for slot in range(4, 4 + dst + src):
         c, h, w = draw(st.integers(1, 3)), draw(st.integers(1, 4)), draw(st.integers(1, 80))
-        row = _round_up(w * 2, 64)
-        plane = _round_up(row * h, 64)
+        row = round_up(w * 2, 64)
+        plane = round_up(row * h, 64)
         nchw[slot] = (1, c, h, w, plane, row)
-        tiles[slot] = _round_up(c * plane, TILE_UNIT) // TILE_UNIT
+        tiles[slot] = round_up(c * plane, TILE_UNIT) // TILE_UNIT
     header = AnecHeader(
         size=len(payload),
         td_size=td_size,
