@@ -15,9 +15,10 @@ from pathlib import Path
 from typing import overload
 
 from .artifacts import ArtifactSpec, resolve_artifacts
+from .artifacts.types import ResolvedArtifacts
 from .container import AneModelMetadata, embed_ane_metadata, parse_ane_metadata
 from .errors import BuildError
-from .payload import PayloadRef, ResolvedArtifacts
+from .formats.payload import PayloadRef
 
 log = logging.getLogger(__name__)
 

@@ -12,12 +12,12 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .backend import Backend
-from .buildstate import write_atomic
+from ._fs import write_atomic
 from .container import verify_container
-from .device import ANEDevice, open_device
-from .submit import SubmitMode, submit_onnx_model
-from .synthetic import is_synthetic
+from .driver.backend import Backend
+from .driver.device import ANEDevice, open_device
+from .run.program import SubmitMode, submit_onnx_model
+from .synthetic.chains import is_synthetic
 
 log = logging.getLogger(__name__)
 

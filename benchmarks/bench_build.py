@@ -25,8 +25,8 @@ import threading
 import time
 from pathlib import Path
 
-from ane_build.example import SyntheticModel, generate_model
-from ane_build.tasks import BuildContext
+from ane_build.build.context import BuildContext
+from ane_build.synthetic.example import SyntheticModel, generate_model
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -170,7 +170,7 @@ def bench_touch(tmp: Path, gib: float) -> bool:
 
 
 def bench_watch(tmp: Path, trials: int) -> bool:
-    from ane_build.tasks import watch_project
+    from ane_build.build.runner import watch_project
 
     root = tmp / "watch"
     root.mkdir()
@@ -183,8 +183,8 @@ def bench_watch(tmp: Path, trials: int) -> bool:
     (root / "dodo.py").write_text("from ane_build.dodo import *  # noqa: F403\n")
     doit(root)
     counter = _BuildCounter()
-    logging.getLogger("ane_build.tasks").addHandler(counter)
-    logging.getLogger("ane_build.tasks").setLevel(logging.INFO)
+    logging.getLogger("ane_build.build.actions").addHandler(counter)
+    logging.getLogger("ane_build.build.actions").setLevel(logging.INFO)
     cwd = os.getcwd()
     thread = threading.Thread(
         target=watch_project, args=(root,), kwargs={"build_first": False}, daemon=True

@@ -13,9 +13,9 @@ import time
 
 import numpy as np
 
-from ane_build.device import ANEDevice
-from ane_build.submit import AneProgram
-from ane_build.synthetic import make_chain, make_weights
+from ane_build.driver.device import ANEDevice
+from ane_build.run.program import AneProgram
+from ane_build.synthetic.chains import make_chain, make_weights
 
 
 def bench_copy(size: int, repeats: int) -> bool:

@@ -25,8 +25,8 @@ TARGET_RATIO = 1000.0
 
 def _build(folder: Path, size: int) -> Path:
     """A container of about ``size`` bytes: a big initializer plus small ane.* payloads."""
-    from ane_build.container import embed_ane_metadata
-    from ane_build.payload import IoSlot, PayloadRef
+    from ane_build.container.metadata import embed_ane_metadata
+    from ane_build.formats.payload import IoSlot, PayloadRef
 
     source = big_model(folder / "source.onnx", size)
     n = size // 4
@@ -56,7 +56,7 @@ def main() -> int:
 
     import onnx
 
-    from ane_build.container import parse_ane_metadata
+    from ane_build.container.metadata import parse_ane_metadata
 
     with tempfile.TemporaryDirectory(dir="/tmp", prefix="bench_metadata.") as tmp:
         print(f"building a {args.size_mib} MiB model in {tmp} ...")

@@ -21,7 +21,7 @@ import time
 from collections.abc import Collection, Mapping
 from pathlib import Path
 
-from ane_build.watch import Watcher
+from ane_build.build.watch import Watcher
 
 LATENCY_TARGET = 0.5
 BURST = 20

@@ -9,16 +9,16 @@ from __future__ import annotations
 import _fuzz_common as common
 
 with common.instrumented(__name__ == "__main__"):
-    from ane_build.anec import (
+    from ane_build.driver.uapi import PAGE_SIZE
+    from ane_build.formats.anec import (
         ANEC_HEADER_SIZE,
         ANEC_LEGACY_PAYLOAD_OFFSET,
         ANEC_PAYLOAD_OFFSET,
-        TILE_UNIT,
         AnecFile,
         AnecHeader,
         read_anec,
     )
-    from ane_build.synthetic import M1_TD_SIZE, make_chain
+    from ane_build.synthetic.chains import M1_TD_SIZE, make_chain
 
 OFFSETS = (ANEC_PAYLOAD_OFFSET, ANEC_LEGACY_PAYLOAD_OFFSET)
 
@@ -45,7 +45,7 @@ def _anec(count: int, weights: bytes, offset: int) -> bytes:
     payload = chain + bytes(-len(chain) % 16) + weights
     tiles = [0] * 32
     nchw = [(0, 0, 0, 0, 0, 0)] * 32
-    tiles[0] = -(-(len(payload) + 1) // TILE_UNIT)
+    tiles[0] = -(-(len(payload) + 1) // PAGE_SIZE)
     for slot in (4, 5):
         tiles[slot] = 1
         nchw[slot] = (1, 1, 1, 77, 192, 192)

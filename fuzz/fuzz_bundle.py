@@ -12,11 +12,11 @@ from pathlib import Path
 import _fuzz_common as common
 
 with common.instrumented(__name__ == "__main__"):
-    from ane_build.artifacts import ArtifactSpec, Bundle, load_bundle, resolve_artifacts
+    from ane_build.artifacts.resolve import ArtifactSpec, Bundle, load_bundle, resolve_artifacts
+    from ane_build.artifacts.types import ResolvedArtifacts
     from ane_build.errors import AneError
-    from ane_build.microcode import walk_chain
-    from ane_build.payload import ResolvedArtifacts
-    from ane_build.synthetic import M1_TD_SIZE, make_chain
+    from ane_build.formats.microcode import walk_chain
+    from ane_build.synthetic.chains import M1_TD_SIZE, make_chain
 
 
 def TestOneInput(data: bytes) -> None:

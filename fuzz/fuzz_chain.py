@@ -10,8 +10,13 @@ import itertools
 import _fuzz_common as common
 
 with common.instrumented(__name__ == "__main__"):
-    from ane_build.microcode import DescriptorChain, build_bootstrap, infer_td_size, walk_chain
-    from ane_build.synthetic import M1_TD_SIZE, make_chain
+    from ane_build.formats.microcode import (
+        DescriptorChain,
+        build_bootstrap,
+        infer_td_size,
+        walk_chain,
+    )
+    from ane_build.synthetic.chains import M1_TD_SIZE, make_chain
 
 
 def TestOneInput(data: bytes) -> None:

@@ -11,8 +11,7 @@ from pathlib import Path
 import _fuzz_common as common
 
 with common.instrumented(__name__ == "__main__"):
-    from ane_build import protowire as pw
-    from ane_build.container import (
+    from ane_build.container.metadata import (
         AneModelMetadata,
         AnePayloads,
         VerifyReport,
@@ -20,8 +19,9 @@ with common.instrumented(__name__ == "__main__"):
         read_ane_payloads,
         verify_container,
     )
-    from ane_build.microcode import walk_chain
-    from ane_build.synthetic import M1_TD_SIZE, make_chain
+    from ane_build.formats import protowire as pw
+    from ane_build.formats.microcode import walk_chain
+    from ane_build.synthetic.chains import M1_TD_SIZE, make_chain
 
 
 def TestOneInput(data: bytes) -> None:
@@ -49,7 +49,7 @@ def _container(entries: dict[str, bytes]) -> bytes:
     out = pw.encode_varint(1 << 3) + pw.encode_varint(8) + pw.encode_len_header(7, 4) + b"\x0a\x00"
     out += b"\x12\x00"
     for key, value in entries.items():
-        body = pw.encode_entry(key.encode(), value)
+        body = pw.encode_entry_head(key.encode(), len(value)) + value
         out += pw.encode_len_header(14, len(body)) + body
     return out
 

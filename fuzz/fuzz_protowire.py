@@ -11,8 +11,8 @@ from collections.abc import Callable, Iterator
 import _fuzz_common as common
 
 with common.instrumented(__name__ == "__main__"):
-    from ane_build import protowire as pw
     from ane_build.errors import WireFormatError
+    from ane_build.formats import protowire as pw
 
 
 def _scan(data: bytes, block: int) -> list[pw.WireField]:
@@ -51,7 +51,7 @@ def TestOneInput(data: bytes) -> None:
 
 def seeds() -> list[bytes]:
     """A few well-formed messages: every wire type, nested entries, a large length."""
-    entry = pw.encode_entry(b"ane.td_size", b"628")
+    entry = pw.encode_entry_head(b"ane.td_size", 3) + b"628"
     message = (
         pw.encode_varint(1 << 3) + pw.encode_varint(8)
         + pw.encode_len_header(7, 3) + b"abc"

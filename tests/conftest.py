@@ -30,7 +30,7 @@ def anec_samples() -> Path:
 
 
 def _hardware_problem() -> str | None:
-    from ane_build.device import ANEDevice
+    from ane_build.driver.device import ANEDevice
     from ane_build.errors import AneError
 
     try:

@@ -28,16 +28,13 @@ from typing import Any
 import onnx
 import pytest
 
-import ane_build.anec
-import ane_build.container
-import ane_build.payload
-from ane_build import protowire
+import ane_build._fs
+import ane_build.container.metadata
+import ane_build.formats.payload
 from ane_build.cli import convert_main, main
-from ane_build.synthetic import make_chain, make_weights
-
-from .chains import make_anec_bytes
-from .test_security import external_data_model
-from .test_submit import relu_model
+from ane_build.formats import protowire
+from ane_build.synthetic.chains import make_chain, make_weights
+from tests.helpers import external_data_model, make_anec_bytes, relu_model
 
 REPO = Path(__file__).resolve().parents[1]
 DOC = REPO / "docs" / "bad-inputs.md"
@@ -235,7 +232,7 @@ def fifo(env: Env, name: str) -> Path:
 
 def unreadable_source(env: Env) -> Run:
     source = env.model("secret.onnx")
-    env.deny(ane_build.container, source)
+    env.deny(ane_build.container.metadata, source)
     return Run(
         env.convert("--microcode", env.microcode(), source=source),
         "secret.onnx",
@@ -246,14 +243,14 @@ def unreadable_source(env: Env) -> Run:
 
 def unreadable_artefact(env: Env) -> Run:
     path = env.microcode(name="secret.tsk")
-    env.deny(ane_build.anec, path)
+    env.deny(ane_build._fs, path)
     return Run(env.convert("--microcode", path), "secret.tsk", "microcode", "permission denied")
 
 
 def unreadable_while_writing(env: Env) -> Run:
     weights = env.file("w.weights", WEIGHTS)
     # Resolution opens it fine; the read that streams it into the container fails.
-    env.deny(ane_build.payload, weights)
+    env.deny(ane_build.formats.payload, weights)
     argv = env.convert("--microcode", env.microcode(), "--weights", weights)
     return Run(argv, "w.weights", "cannot read", "Permission denied")
 

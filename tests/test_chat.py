@@ -378,8 +378,8 @@ def run_example(*args: str, stdin: str, cwd: Path) -> subprocess.CompletedProces
 @pytest.fixture(scope="session")
 def ane_container(tiny_dirs: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The fp16 tiny model as an ANE container with a one-descriptor synthetic program."""
+    from ane_build import PayloadRef
     from ane_build.container import embed_ane_metadata
-    from ane_build.payload import PayloadRef
 
     # One 0x274-byte descriptor whose word 0 has the end-of-network bit (25) set.
     microcode = struct.pack("<I", 1 << 25) + bytes(0x270)

@@ -7,10 +7,9 @@ from pathlib import Path
 import pytest
 
 from ane_build.cli import convert_main, main
-from ane_build.container import parse_ane_metadata, read_ane_payloads
-from ane_build.synthetic import make_chain, make_weights
-
-from .test_submit import relu_model
+from ane_build.container.metadata import parse_ane_metadata, read_ane_payloads
+from ane_build.synthetic.chains import make_chain, make_weights
+from tests.helpers import relu_model
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import hashlib
 import json
 import os
 import random
@@ -25,43 +24,38 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
-import onnx
 import pytest
-from onnx import TensorProto, helper
 
-from ane_build import atomicfile, container
+from ane_build import _fs as atomicfile
 from ane_build.cli import main as cli_main
-from ane_build.container import embed_ane_metadata, parse_ane_metadata, verify_container
+from ane_build.container.metadata import embed_ane_metadata, parse_ane_metadata, verify_container
 from ane_build.errors import ModelFileError
-from ane_build.example import generate_all
-from ane_build.payload import PayloadRef
-from ane_build.synthetic import make_chain
+from ane_build.formats.payload import PayloadRef
+from ane_build.synthetic.chains import make_chain
+from tests.helpers import (
+    TIMEOUT,
+    all_temps,
+    check_state,
+    converted,
+    make_project,
+    relu_model,
+    set_toolchain,
+    sha256_file,
+    wait_for,
+)
 
 KILL_POINTS = int(os.environ.get("CRASH_KILL_POINTS", "30"))
 DOIT_KILL_POINTS = int(os.environ.get("CRASH_DOIT_KILL_POINTS", "4"))
 SEED = int(os.environ.get("CRASH_SEED", "20240506"))
 WEIGHTS_MIB = 64
 TD_SIZE = 0x274
-TIMEOUT = 120.0
 
 
 # -- helpers ---------------------------------------------------------------------------------
-
-
-def wait_for(what: str, check: Callable[[], Any], timeout: float = TIMEOUT) -> Any:
-    """Poll ``check`` until it returns something truthy; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(0.002)
 
 
 def temps(folder: Path, name: str | None = None) -> set[str]:
@@ -71,32 +65,6 @@ def temps(folder: Path, name: str | None = None) -> set[str]:
         return {n for n in os.listdir(folder) if n.startswith(prefix) and n.endswith(".tmp")}
     except FileNotFoundError:
         return set()
-
-
-def all_temps(root: Path) -> list[str]:
-    """Every temp file anywhere under ``root``, relative."""
-    return sorted(
-        os.path.relpath(os.path.join(d, n), root)
-        for d, _, names in os.walk(root)
-        for n in names
-        if n.startswith(".") and n.endswith(".tmp")
-    )
-
-
-def sha256_file(path: Path) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
-
-
-def relu_model(path: Path) -> Path:
-    graph = helper.make_graph(
-        [helper.make_node("Relu", ["x"], ["y"])],
-        "relu",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT16, [1, 64, 1, 1])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT16, [1, 64, 1, 1])],
-    )
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
-    return path
 
 
 class Fingerprinted:
@@ -365,51 +333,6 @@ def test_a_cleaner_winning_the_race_before_the_lock_costs_a_retry(
 # -- interrupted doit --------------------------------------------------------------------------
 
 
-def make_project(root: Path, models: int = 6, weights: int = 2 << 20) -> list[str]:
-    """A project of ``models`` synthetic models (every artefact form), deployed to the simulator."""
-    (root / "configs").mkdir(parents=True)
-    forms = ["anec", "discover", "bundle"]
-    spec = []
-    names = []
-    for i in range(models):
-        name, form = f"m{i}", forms[i % len(forms)]
-        names.append(name)
-        spec.append(
-            f'[models.{name}]\nsource = "models/{name}.onnx"\nop = "Relu"\n'
-            f'shape = [1, 64, 1, 1]\nform = "{form}"\ndir = "compiler-out/{name}"\n'
-            f"descriptors = {1 + i % 3}\nweights = {weights}\nseed = {i + 1}\n"
-        )
-        artifact = {
-            "anec": f'anec = "compiler-out/{name}/{name}.anec"',
-            "discover": f'root = "compiler-out/{name}"',
-            "bundle": f'bundle = "compiler-out/{name}"',
-        }[form]
-        (root / "configs" / f"{name}.toml").write_text(
-            f'source = "models/{name}.onnx"\n\n[artifacts]\n{artifact}\n'
-        )
-    (root / "synthetic.toml").write_text("\n".join(spec))
-    set_toolchain(root, "build 0")
-    (root / "dodo.py").write_text("from ane_build.dodo import *  # noqa: F403\n")
-    generate_all(root)
-    return names
-
-
-def set_toolchain(root: Path, toolchain: str) -> None:
-    """Change a setting every model's container records: all of them become stale."""
-    (root / "configs" / "defaults.toml").write_text(
-        f'toolchain = "{toolchain}"\n\n[deploy]\ndevice = "sim"\n'
-    )
-
-
-def converted(out: str) -> set[str]:
-    """Models whose container this doit output says was written."""
-    return {
-        line.split(":")[1]
-        for line in out.splitlines()
-        if line.startswith("convert:") and ": wrote " in line
-    }
-
-
 def doit(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "doit", *args],
@@ -447,22 +370,6 @@ def why_cli(
     stale = sum(bool(r) for r in reasons.values())
     assert lines[-1] == f"{stale} of {len(reasons)} model(s) would be rebuilt or redeployed"
     return reasons
-
-
-def check_state(root: Path) -> None:
-    """Every state file reads back: doit's sqlite DB, the digest cache, the graph, the records."""
-    state = root / ".ane_build"
-    with contextlib.closing(sqlite3.connect(state / "doit.sqlite")) as db:
-        assert db.execute("pragma integrity_check").fetchone() == ("ok",)
-        for task_id, data in db.execute("select task_id, task_data from doit"):
-            assert isinstance(json.loads(data), dict), task_id
-    for name in ("digests.json", "graph.json"):
-        if (state / name).exists():
-            assert isinstance(json.loads((state / name).read_bytes()), dict), name
-    for record in (state / "records").glob("*.json"):
-        assert isinstance(json.loads(record.read_bytes()), dict), record
-    for record in (root / "build" / "deploy").glob("*.json"):
-        assert isinstance(json.loads(record.read_bytes()), dict), record
 
 
 @pytest.fixture
@@ -576,7 +483,7 @@ def test_doit_state_is_committed_per_task_never_half_way(tmp_path: Path) -> None
     """A kill in the middle of doit saving a task's state leaves none of it, not a part."""
     from doit.dependency import JSONCodec
 
-    from ane_build.doitplugins import WriteThroughSqliteDB
+    from ane_build.build.plugins import WriteThroughSqliteDB
 
     path = tmp_path / "state" / "doit.sqlite"
     db = WriteThroughSqliteDB(str(path), JSONCodec())
@@ -604,7 +511,7 @@ def test_a_build_doit_forgot_is_kept_not_redone(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Killed after our build record but before doit's commit: the container is kept."""
-    from ane_build.tasks import run_doit
+    from ane_build.build.runner import run_doit
 
     root = tmp_path / "proj"
     names = make_project(root, models=3)
@@ -752,7 +659,7 @@ def test_full_disk_through_the_output_seam(
         disks.append(_FullDisk(os.fdopen(fd, "wb"), room))
         return disks[-1]
 
-    monkeypatch.setattr(container, "_open_output", full)
+    monkeypatch.setattr(atomicfile, "open_output", full)
     with pytest.raises(ModelFileError) as info:
         small_embed(source, output, weights=random.Random(room).randbytes(8 << 20))
     assert disks and disks[0].room == 0

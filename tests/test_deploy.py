@@ -5,15 +5,14 @@ from pathlib import Path
 
 import pytest
 
-from ane_build.container import embed_ane_metadata
+from ane_build.container.metadata import embed_ane_metadata
 from ane_build.deploy import deploy_container
-from ane_build.device import ANEDevice
+from ane_build.driver.device import ANEDevice
+from ane_build.driver.simulator import SimulatedKernel
 from ane_build.errors import VerificationError
-from ane_build.payload import PayloadRef
-from ane_build.simulator import SimulatedKernel
-from ane_build.synthetic import SYNTHETIC_MARK, make_chain
-
-from .test_submit import relu_model
+from ane_build.formats.payload import PayloadRef
+from ane_build.synthetic.chains import SYNTHETIC_MARK, make_chain
+from tests.helpers import relu_model
 
 
 class FakeHardware:

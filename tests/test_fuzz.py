@@ -59,29 +59,29 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ane_build import protowire as pw
-from ane_build.anec import (
-    ANEC_HEADER_SIZE,
-    ANEC_LEGACY_PAYLOAD_OFFSET,
-    ANEC_PAYLOAD_OFFSET,
-    TILE_UNIT,
-    AnecHeader,
-    read_anec,
-)
-from ane_build.artifacts import ArtifactSpec, load_bundle, resolve_artifacts
-from ane_build.container import (
+from ane_build.artifacts.resolve import ArtifactSpec, load_bundle, resolve_artifacts
+from ane_build.container.metadata import (
     VerifyReport,
     decode_kernel_base64,
     parse_ane_metadata,
     read_ane_payloads,
     verify_container,
 )
-from ane_build.device import ANEDevice
+from ane_build.driver.device import ANEDevice
+from ane_build.driver.uapi import PAGE_SIZE, TD_COUNT_LIMIT, TD_WORD0_EON, round_up
 from ane_build.errors import AneDeviceError, AneError, MetadataError, WireFormatError
-from ane_build.microcode import TD_COUNT_LIMIT, TD_WORD0_EON, build_bootstrap, walk_chain
-from ane_build.submit import AneProgram, submit_onnx_model
-from ane_build.synthetic import M1_TD_SIZE, make_chain, make_weights
-from ane_build.uapi import round_up
+from ane_build.formats import protowire as pw
+from ane_build.formats.anec import (
+    ANEC_HEADER_SIZE,
+    ANEC_LEGACY_PAYLOAD_OFFSET,
+    ANEC_PAYLOAD_OFFSET,
+    AnecHeader,
+    read_anec,
+)
+from ane_build.formats.microcode import build_bootstrap, walk_chain
+from ane_build.run.program import AneProgram, submit_onnx_model
+from ane_build.synthetic.chains import M1_TD_SIZE, make_chain, make_weights
+from tests.helpers import encode_entry
 
 T = TypeVar("T")
 
@@ -526,7 +526,7 @@ def containers(draw: st.DrawFn) -> bytes:
         out += encode_field(7, pw.WIRE_LEN, GRAPH)
     for key, value in items:
         key = key.split("\0")[0]  # "repeat key" entries carry the key of another entry
-        out += encode_field(14, pw.WIRE_LEN, pw.encode_entry(key.encode(), value.encode()))
+        out += encode_field(14, pw.WIRE_LEN, encode_entry(key.encode(), value.encode()))
     return out
 
 
@@ -635,7 +635,7 @@ def test_parse_agrees_with_decoding_on_long_values(
         ("ane.td_count", "1"),
         ("ane.weights.b64", text),
     ):
-        blob += encode_field(14, pw.WIRE_LEN, pw.encode_entry(key.encode(), value.encode()))
+        blob += encode_field(14, pw.WIRE_LEN, encode_entry(key.encode(), value.encode()))
     meta = probe.run(lambda: parse_ane_metadata(blob), len(blob), "parse_ane_metadata")
     assert not isinstance(meta, AneError), meta
     assert meta.weights_len >= size and meta.microcode_len == len(microcode)
@@ -654,7 +654,7 @@ def test_deeply_nested_json_values_are_metadata_errors(probe: Probe, key: str) -
         ("ane.td_count", "1"),
         (key, deep_json(100_000)),
     ):
-        blob += encode_field(14, pw.WIRE_LEN, pw.encode_entry(name.encode(), value.encode()))
+        blob += encode_field(14, pw.WIRE_LEN, encode_entry(name.encode(), value.encode()))
     meta = probe.run(lambda: parse_ane_metadata(blob), len(blob), "parse_ane_metadata")
     assert isinstance(meta, MetadataError) and "nested too deeply" in str(meta)
     assert key in str(meta)
@@ -694,7 +694,7 @@ def test_length_prefixes_claiming_gigabytes_allocate_nothing(
     probe: Probe, tmp_path: Path, claim: int
 ) -> None:
     # A container of a few hundred bytes whose every length prefix, in turn, claims `claim`.
-    entry = pw.encode_entry(b"ane.microcode.b64", base64.b64encode(chain_bytes(1)))
+    entry = encode_entry(b"ane.microcode.b64", base64.b64encode(chain_bytes(1)))
     blob = encode_field(7, pw.WIRE_LEN, GRAPH) + encode_field(14, pw.WIRE_LEN, entry)
     prefixes = len_prefixes(blob)
     assert len(prefixes) == 4  # graph, entry, key, value
@@ -779,13 +779,13 @@ def anec_files(draw: st.DrawFn) -> tuple[bytes, int]:
     payload = chain + bytes(round_up(len(chain), 16) - len(chain) if pad else 0) + weights
     dst, src = draw(st.integers(0, 2)), draw(st.integers(0, 2))
     tiles, nchw = [0] * 32, [(0, 0, 0, 0, 0, 0)] * 32
-    tiles[0] = round_up(len(payload) + 1, TILE_UNIT) // TILE_UNIT
+    tiles[0] = round_up(len(payload) + 1, PAGE_SIZE) // PAGE_SIZE
     for slot in range(4, 4 + dst + src):
         c, h, w = draw(st.integers(1, 3)), draw(st.integers(1, 4)), draw(st.integers(1, 80))
         row = round_up(w * 2, 64)
         plane = round_up(row * h, 64)
         nchw[slot] = (1, c, h, w, plane, row)
-        tiles[slot] = round_up(c * plane, TILE_UNIT) // TILE_UNIT
+        tiles[slot] = round_up(c * plane, PAGE_SIZE) // PAGE_SIZE
     header = AnecHeader(
         size=len(payload),
         td_size=td_size,
@@ -823,8 +823,8 @@ def check_anec_target(probe: Probe, path: Path, image: bytes, offset: int) -> No
         assert got.weights.offset + got.weights.length <= len(image)
     roles = Counter(slot.role for slot in got.io.values())
     assert (roles["input"], roles["output"]) == (h.src_count, h.dst_count)
-    assert all(0 <= s < 32 for s in got.io) and all(v % TILE_UNIT == 0 for v in got.tiles.values())
-    assert got.to_artifacts().td_count == h.td_count
+    assert all(0 <= s < 32 for s in got.io) and all(v % PAGE_SIZE == 0 for v in got.tiles.values())
+    assert got.td_count == h.td_count
 
 
 @fuzz_settings(500)
@@ -1087,7 +1087,7 @@ def kernel_rule_cases(draw: st.DrawFn) -> tuple[str, bytes, bytes, int, str]:
         entries[f"ane.{rule}"] = text
     blob = encode_field(1, pw.WIRE_VARINT, 8) + encode_field(7, pw.WIRE_LEN, GRAPH)
     for key, value in draw(st.permutations(list(entries.items()))):
-        blob += encode_field(14, pw.WIRE_LEN, pw.encode_entry(key.encode(), value.encode()))
+        blob += encode_field(14, pw.WIRE_LEN, encode_entry(key.encode(), value.encode()))
     return rule, blob, microcode, count, text
 
 

@@ -21,19 +21,17 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
 
-from ane_build import tasks
+from ane_build.build import tasks
+from ane_build.build.config import load_project
+from ane_build.build.context import BuildContext, set_context
+from ane_build.build.runner import run_doit
 from ane_build.cli import convert_main
-from ane_build.config import load_project
-from ane_build.container import _safe_location, parse_ane_metadata, read_ane_payloads
+from ane_build.container.metadata import _safe_location, parse_ane_metadata, read_ane_payloads
 from ane_build.errors import ConfigError
-from ane_build.synthetic import make_chain
-
-from .test_submit import relu_model
+from ane_build.synthetic.chains import make_chain
+from tests.helpers import external_data_model, relu_model
 
 REPO = Path(__file__).resolve().parents[1]
 CHAIN = make_chain(2)
@@ -263,7 +261,7 @@ def test_doit_actions_are_python_callables_never_command_strings(
         tmp_path / "proj", 'source = "models/m.onnx"\n[artifacts]\nmicrocode = "art/m.tsk"\n'
     )
     monkeypatch.chdir(root)
-    tasks.set_context(tasks.BuildContext(root))
+    set_context(BuildContext(root))
     try:
         generated = [
             *tasks.gen_example(),
@@ -274,7 +272,7 @@ def test_doit_actions_are_python_callables_never_command_strings(
             tasks.gen_smoke(),
         ]
     finally:
-        tasks.set_context(None)
+        set_context(None)
     actions = [action for task in generated for action in task.get("actions") or ()]
     assert len(actions) >= 5  # convert, verify, deploy, summary, smoke
     for action in actions:
@@ -351,26 +349,6 @@ def test_bundle_text_fields_and_unknown_fields_are_kept_as_data(
 # --- paths cannot leave the project root unless the config allows it ------------------------
 
 
-def external_data_model(path: Path, location: str) -> Path:
-    """A model whose one initializer lives in external data at ``location``."""
-    weight = numpy_helper.from_array(np.ones(64, np.float32), "w")
-    graph = helper.make_graph(
-        [helper.make_node("Add", ["x", "w"], ["y"])],
-        "add",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [64])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [64])],
-        [weight],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    tensor = model.graph.initializer[0]
-    tensor.ClearField("raw_data")
-    tensor.data_location = TensorProto.EXTERNAL
-    for key, value in (("location", location), ("offset", "0"), ("length", "256")):
-        tensor.external_data.add(key=key, value=value)
-    onnx.save(model, path)
-    return path
-
-
 @dataclass(frozen=True)
 class Escape:
     """A project with one path leaving the root; ``key`` is what the refusal names."""
@@ -433,7 +411,7 @@ def build(
 ) -> tuple[int, str]:
     """``doit convert`` in this process (doit's state lives in the working folder)."""
     monkeypatch.chdir(root)
-    code = tasks.run_doit(root, ["convert"])
+    code = run_doit(root, ["convert"])
     out, err = capsys.readouterr()
     return code, out + err
 

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..container import parse_ane_metadata, verify_container
-from ..device import open_device
+from ..driver.device import open_device
 from ..errors import MissingAneMetadataError
-from ..submit import submit_onnx_model
+from ..run.program import submit_onnx_model
 from .errors import ChatError
 
 log = logging.getLogger(__name__)

@@ -1,0 +1,108 @@
+"""doit tasks of an ane_build project: a project's ``dodo.py`` is ``from ane_build.dodo import *``.
+
+Thin on purpose: each task generator defers to `ane_build.build.tasks`. Loading the project (configs)
+happens when doit asks for tasks, never on import; so does taking the project's build lock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+from doit import create_after
+from doit.exceptions import InvalidDodoFile
+
+from ..errors import AneError
+from . import tasks
+from .checker import FingerprintChecker
+from .context import BuildContext, context
+from .state import hold_project_lock
+
+DOIT_CONFIG: dict[str, Any] = {
+    "default_tasks": ["example", "convert", "verify", "deploy", "summary"],
+    "dep_file": ".ane_build/doit.sqlite",
+    "backend": "ane-sqlite",
+    "check_file_uptodate": FingerprintChecker,
+    "action_string_formatting": "new",
+}
+
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _after(task: str) -> Callable[[_F], _F]:
+    """Typed `doit.create_after`: create the decorated tasks once ``task`` has run."""
+    decorate: Callable[[_F], _F] = create_after(executed=task)
+    return decorate
+
+
+def _context() -> BuildContext:
+    try:
+        ctx = context()
+    except AneError as exc:
+        raise InvalidDodoFile(str(exc)) from exc
+    hold_project_lock(ctx.root)
+    return ctx
+
+
+def _graph() -> BuildContext:
+    ctx = _context()
+    try:
+        ctx.graph  # noqa: B018 - loads and validates every config, reported as doit's error
+    except AneError as exc:
+        raise InvalidDodoFile(str(exc)) from exc
+    return ctx
+
+
+def task_example() -> Iterator[dict[str, Any]]:
+    """Generate synthetic example inputs (only in projects with a synthetic.toml)."""
+    _context()
+    yield from tasks.gen_example()
+
+
+# Created after `example` ran: the task graph must see the files it generates, or a fresh
+# project would build from a graph without its artefacts and rebuild on the next run. Each step
+# waits for the one before, which also makes `doit verify` or `doit smoke` build what they need.
+@_after("example")
+def task_convert() -> Iterator[dict[str, Any]]:
+    """Build _ane.onnx containers from compiler artefacts."""
+    _graph()
+    yield from tasks.gen_convert()
+
+
+@_after("convert")
+def task_verify() -> Iterator[dict[str, Any]]:
+    """Check every container against the kernel's rules."""
+    _graph()
+    yield from tasks.gen_verify()
+
+
+@_after("verify")
+def task_deploy() -> Iterator[dict[str, Any]]:
+    """Verify and submit every container (hardware, else the simulator)."""
+    _graph()
+    yield from tasks.gen_deploy()
+
+
+def task_summary() -> dict[str, Any]:
+    """Print what this run built and deployed."""
+    _context()
+    return tasks.gen_summary()
+
+
+@_after("verify")
+def task_smoke() -> dict[str, Any]:
+    """CI smoke test on real ANE hardware."""
+    _graph()
+    return tasks.gen_smoke()
+
+
+__all__ = [
+    "DOIT_CONFIG",
+    "task_convert",
+    "task_deploy",
+    "task_example",
+    "task_smoke",
+    "task_summary",
+    "task_verify",
+]

@@ -1,0 +1,239 @@
+"""Shared test builders: chains, .anec files, models, example projects, and polling helpers."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import sqlite3
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from ane_build.driver.uapi import PAGE_SIZE, round_up
+from ane_build.formats import protowire as pw
+from ane_build.formats.anec import ANEC_HEADER_SIZE, ANEC_PAYLOAD_OFFSET, AnecHeader
+from ane_build.synthetic import chains as synthetic
+from ane_build.synthetic.example import generate_model, load_synthetic
+
+M1_TD_SIZE = 0x274
+
+
+def make_chain(
+    sizes: Sequence[int] = (M1_TD_SIZE,),
+    *,
+    align: int = 0x100,
+    fill: int = 0x5A,
+    trailing: bytes = b"",
+) -> bytes:
+    """A valid chain of descriptors of ``sizes``; non-zero bodies so a wrong td_size shows up as
+    data after the chain."""
+    return synthetic.make_chain(len(sizes), sizes=sizes, align=align, fill=fill) + trailing
+
+
+def make_anec_bytes(
+    microcode: bytes,
+    weights: bytes = b"",
+    *,
+    td_size: int | None = None,
+    td_count: int | None = None,
+    src_count: int = 1,
+    dst_count: int = 1,
+    tiles: Mapping[int, int] | None = None,
+    nchw: Mapping[int, tuple[int, int, int, int, int, int]] | None = None,
+    payload_offset: int = ANEC_PAYLOAD_OFFSET,
+    **overrides: int,
+) -> bytes:
+    """An .anec image; slots default to one (1,1,1,77) tensor per output and input."""
+    pad = round_up(len(microcode), 16) - len(microcode)
+    payload = microcode + bytes(pad) + weights
+    if nchw is None:
+        nchw = {4 + k: (1, 1, 1, 77, 192, 192) for k in range(src_count + dst_count)}
+    if tiles is None:
+        tiles = {0: round_up(len(payload) + 1, PAGE_SIZE) // PAGE_SIZE}
+        tiles.update(dict.fromkeys(nchw, 1))
+    fields = {
+        "size": len(payload),
+        "td_size": M1_TD_SIZE if td_size is None else td_size,
+        "td_count": 1 if td_count is None else td_count,
+        "tsk_size": len(microcode),
+        "krn_size": len(weights),
+        "src_count": src_count,
+        "dst_count": dst_count,
+    }
+    fields.update(overrides)
+    header = AnecHeader(
+        **fields,
+        tiles=tuple(tiles.get(i, 0) for i in range(32)),
+        nchw=tuple(nchw.get(i, (0,) * 6) for i in range(32)),
+    ).pack()
+    return header + bytes(payload_offset - ANEC_HEADER_SIZE) + payload
+
+
+def write(path: Path, data: bytes) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return path
+
+
+TIMEOUT = 120.0
+
+
+# ../shared/anec-samples/README.md: tiles per slot in 16 KiB units.
+SAMPLE_TILES = {
+    "concat.ane": {0: 2, 4: 65, 5: 1, 6: 64},
+    "conv.ane": {0: 1, 4: 1, 5: 1},
+    "gemm.ane": {0: 33, 4: 2, 5: 2},
+    "mul.ane": {0: 2, 4: 1, 5: 1, 6: 1},
+    "mul_macos14.ane": {0: 2, 4: 1, 5: 1, 6: 1},
+    "relu.ane": {0: 2, 4: 1, 5: 1},
+    "sigmoid.ane": {0: 1, 4: 1, 5: 1},
+    "sum.ane": {0: 2, 4: 1, 5: 1, 6: 1},
+}
+
+
+def relu_model(path: Path) -> Path:
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["y"])],
+        "relu",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT16, [1, 64, 1, 1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT16, [1, 64, 1, 1])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.metadata_props.add(key="author", value="tests")
+    onnx.save(model, path)
+    return path
+
+
+def external_data_model(path: Path, location: str) -> Path:
+    """A model whose one initializer lives in external data at ``location``."""
+    weight = numpy_helper.from_array(np.ones(64, np.float32), "w")
+    graph = helper.make_graph(
+        [helper.make_node("Add", ["x", "w"], ["y"])],
+        "add",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [64])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [64])],
+        [weight],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    tensor = model.graph.initializer[0]
+    tensor.ClearField("raw_data")
+    tensor.data_location = TensorProto.EXTERNAL
+    for key, value in (("location", location), ("offset", "0"), ("length", "256")):
+        tensor.external_data.add(key=key, value=value)
+    onnx.save(model, path)
+    return path
+
+
+def wait_for(what: str, check: Callable[[], Any], timeout: float = TIMEOUT) -> Any:
+    """Poll ``check`` until it returns something truthy; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(0.002)
+
+
+def all_temps(root: Path) -> list[str]:
+    """Every temp file anywhere under ``root``, relative."""
+    return sorted(
+        os.path.relpath(os.path.join(d, n), root)
+        for d, _, names in os.walk(root)
+        for n in names
+        if n.startswith(".") and n.endswith(".tmp")
+    )
+
+
+def sha256_file(path: Path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def make_project(root: Path, models: int = 6, weights: int = 2 << 20) -> list[str]:
+    """A project of ``models`` synthetic models (every artefact form), deployed to the simulator."""
+    (root / "configs").mkdir(parents=True)
+    forms = ["anec", "discover", "bundle"]
+    spec = []
+    names = []
+    for i in range(models):
+        name, form = f"m{i}", forms[i % len(forms)]
+        names.append(name)
+        spec.append(
+            f'[models.{name}]\nsource = "models/{name}.onnx"\nop = "Relu"\n'
+            f'shape = [1, 64, 1, 1]\nform = "{form}"\ndir = "compiler-out/{name}"\n'
+            f"descriptors = {1 + i % 3}\nweights = {weights}\nseed = {i + 1}\n"
+        )
+        artifact = {
+            "anec": f'anec = "compiler-out/{name}/{name}.anec"',
+            "discover": f'root = "compiler-out/{name}"',
+            "bundle": f'bundle = "compiler-out/{name}"',
+        }[form]
+        (root / "configs" / f"{name}.toml").write_text(
+            f'source = "models/{name}.onnx"\n\n[artifacts]\n{artifact}\n'
+        )
+    (root / "synthetic.toml").write_text("\n".join(spec))
+    set_toolchain(root, "build 0")
+    (root / "dodo.py").write_text("from ane_build.dodo import *  # noqa: F403\n")
+    generate_all(root)
+    return names
+
+
+def set_toolchain(root: Path, toolchain: str) -> None:
+    """Change a setting every model's container records: all of them become stale."""
+    (root / "configs" / "defaults.toml").write_text(
+        f'toolchain = "{toolchain}"\n\n[deploy]\ndevice = "sim"\n'
+    )
+
+
+def converted(out: str) -> set[str]:
+    """Models whose container this doit output says was written."""
+    return {
+        line.split(":")[1]
+        for line in out.splitlines()
+        if line.startswith("convert:") and ": wrote " in line
+    }
+
+
+def check_state(root: Path) -> None:
+    """Every state file reads back: doit's sqlite DB, the digest cache, the graph, the records."""
+    state = root / ".ane_build"
+    with contextlib.closing(sqlite3.connect(state / "doit.sqlite")) as db:
+        assert db.execute("pragma integrity_check").fetchone() == ("ok",)
+        for task_id, data in db.execute("select task_id, task_data from doit"):
+            assert isinstance(json.loads(data), dict), task_id
+    for name in ("digests.json", "graph.json"):
+        if (state / name).exists():
+            assert isinstance(json.loads((state / name).read_bytes()), dict), name
+    for record in (state / "records").glob("*.json"):
+        assert isinstance(json.loads(record.read_bytes()), dict), record
+    for record in (root / "build" / "deploy").glob("*.json"):
+        assert isinstance(json.loads(record.read_bytes()), dict), record
+
+
+def generate_all(root: Path) -> list[Path]:
+    """Generate every model of ``root/synthetic.toml``; return the files written."""
+    spec = load_synthetic(root)
+    assert spec is not None, f"{root} has no synthetic.toml"
+    written: list[Path] = []
+    for name, model in spec.models.items():
+        written += generate_model(name, model, root)
+    return written
+
+
+def encode_entry(key: bytes, value: bytes) -> bytes:
+    """Encode a StringStringEntryProto body (key = field 1, value = field 2)."""
+    return (
+        pw.encode_len_header(pw.ENTRY_KEY, len(key))
+        + key
+        + pw.encode_len_header(pw.ENTRY_VALUE, len(value))
+    ) + value
