@@ -66,7 +66,7 @@ def is_package(path: Path) -> bool:
     return path.name == "__init__.py"
 
 
-def imports_of(path: Path, name: str, package: str) -> set[str]:
+def imports_of(path: Path, name: str, modules: set[str]) -> set[str]:
     """Every module ``path`` imports (absolute dotted names), at any depth of the file."""
     found: set[str] = set()
     base = name.split(".") if is_package(path) else name.split(".")[:-1]
@@ -79,9 +79,12 @@ def imports_of(path: Path, name: str, package: str) -> set[str]:
                 target = ".".join([*anchor, node.module] if node.module else anchor)
             else:
                 target = node.module or ""
-            found.add(target)
-            # `from pkg import sub` imports the submodule when there is one.
-            found.update(f"{target}.{alias.name}" for alias in node.names)
+            subs = {f"{target}.{alias.name}" for alias in node.names}
+            # `from pkg import sub` imports the submodule; the package itself only counts when a
+            # name is not a submodule (importing a submodule runs its parents, never a cycle).
+            found.update(subs & modules)
+            if subs - modules:
+                found.add(target)
     return found
 
 
@@ -96,7 +99,7 @@ def scan(root: Path, package: str) -> dict[str, set[str]]:
     graph: dict[str, set[str]] = {}
     for name, path in modules.items():
         targets = set()
-        for target in imports_of(path, name, package):
+        for target in imports_of(path, name, set(modules)):
             if target in modules:
                 targets.add(target)
         graph[name] = targets - {name}
@@ -106,9 +109,11 @@ def scan(root: Path, package: str) -> dict[str, set[str]]:
 def third_party(root: Path, package: str) -> dict[str, set[str]]:
     """Module name -> top-level names of what it imports from outside the package."""
     out: dict[str, set[str]] = {}
-    for path in sorted(root.rglob("*.py")):
+    paths = sorted(root.rglob("*.py"))
+    modules = {module_name(p, root, package) for p in paths}
+    for path in paths:
         name = module_name(path, root, package)
-        tops = {t.split(".")[0] for t in imports_of(path, name, package)}
+        tops = {t.split(".")[0] for t in imports_of(path, name, modules)}
         out[name] = {t for t in tops if t and t != package}
     return out
 
