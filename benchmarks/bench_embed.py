@@ -61,7 +61,7 @@ def _child(mode: str, source: Path, weights: Path, output: Path) -> dict[str, fl
     """Run one approach; return wall time and peak RSS before/after (MiB)."""
     import onnx  # imported before measuring so every mode pays the same baseline
 
-    from ane_build.container.metadata import embed_ane_metadata
+    from ane_build.container.writer import embed_ane_metadata
     from ane_build.formats.payload import PayloadRef
 
     known: dict[str, str] = {}
@@ -107,7 +107,7 @@ def _child(mode: str, source: Path, weights: Path, output: Path) -> dict[str, fl
     elif mode == "floor":
         # The CPU work the container format itself demands, with no writing at all: sha256 of
         # the source and of the weights, base64 of the weights.
-        from ane_build.container.metadata import _b64encoder
+        from ane_build.container.writer import _b64encoder
 
         encoder = _b64encoder()
         for path, encode in ((source, False), (weights, True)):

@@ -25,7 +25,7 @@ TARGET_RATIO = 1000.0
 
 def _build(folder: Path, size: int) -> Path:
     """A container of about ``size`` bytes: a big initializer plus small ane.* payloads."""
-    from ane_build.container.metadata import embed_ane_metadata
+    from ane_build.container.writer import embed_ane_metadata
     from ane_build.formats.payload import IoSlot, PayloadRef
 
     source = big_model(folder / "source.onnx", size)

@@ -13,10 +13,13 @@ from pathlib import Path
 
 import numpy as np
 
-from ane_build.container.metadata import parse_ane_metadata, verify_container
-from ane_build.driver.device import open_device
-from ane_build.errors import AneError
-from ane_build.run.program import submit_onnx_model
+from ane_build import (
+    AneError,
+    open_device,
+    parse_ane_metadata,
+    submit_onnx_model,
+    verify_container,
+)
 
 
 def main() -> int:

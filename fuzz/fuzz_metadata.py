@@ -11,14 +11,9 @@ from pathlib import Path
 import _fuzz_common as common
 
 with common.instrumented(__name__ == "__main__"):
-    from ane_build.container.metadata import (
-        AneModelMetadata,
-        AnePayloads,
-        VerifyReport,
-        parse_ane_metadata,
-        read_ane_payloads,
-        verify_container,
-    )
+    from ane_build.container.metadata import parse_ane_metadata, read_ane_payloads
+    from ane_build.container.types import AneModelMetadata, AnePayloads, VerifyReport
+    from ane_build.container.verify import verify_container
     from ane_build.formats import protowire as pw
     from ane_build.formats.microcode import walk_chain
     from ane_build.synthetic.chains import M1_TD_SIZE, make_chain

@@ -29,7 +29,7 @@ import onnx
 import pytest
 
 import ane_build._fs
-import ane_build.container.metadata
+import ane_build.container.scan
 import ane_build.formats.payload
 from ane_build.cli import convert_main, main
 from ane_build.formats import protowire
@@ -232,7 +232,7 @@ def fifo(env: Env, name: str) -> Path:
 
 def unreadable_source(env: Env) -> Run:
     source = env.model("secret.onnx")
-    env.deny(ane_build.container.metadata, source)
+    env.deny(ane_build.container.scan, source)
     return Run(
         env.convert("--microcode", env.microcode(), source=source),
         "secret.onnx",

@@ -32,7 +32,9 @@ import pytest
 
 from ane_build import _fs as atomicfile
 from ane_build.cli import main as cli_main
-from ane_build.container.metadata import embed_ane_metadata, parse_ane_metadata, verify_container
+from ane_build.container.metadata import parse_ane_metadata
+from ane_build.container.verify import verify_container
+from ane_build.container.writer import embed_ane_metadata
 from ane_build.errors import ModelFileError
 from ane_build.formats.payload import PayloadRef
 from ane_build.synthetic.chains import make_chain

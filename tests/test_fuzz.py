@@ -60,13 +60,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ane_build.artifacts.resolve import ArtifactSpec, load_bundle, resolve_artifacts
-from ane_build.container.metadata import (
-    VerifyReport,
-    decode_kernel_base64,
-    parse_ane_metadata,
-    read_ane_payloads,
-    verify_container,
-)
+from ane_build.container.metadata import decode_kernel_base64, parse_ane_metadata, read_ane_payloads
+from ane_build.container.types import VerifyReport
+from ane_build.container.verify import verify_container
 from ane_build.driver.device import ANEDevice
 from ane_build.driver.uapi import PAGE_SIZE, TD_COUNT_LIMIT, TD_WORD0_EON, round_up
 from ane_build.errors import AneDeviceError, AneError, MetadataError, WireFormatError

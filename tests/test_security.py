@@ -28,7 +28,8 @@ from ane_build.build.config import load_project
 from ane_build.build.context import BuildContext, set_context
 from ane_build.build.runner import run_doit
 from ane_build.cli import convert_main
-from ane_build.container.metadata import _safe_location, parse_ane_metadata, read_ane_payloads
+from ane_build.container.external import safe_location
+from ane_build.container.metadata import parse_ane_metadata, read_ane_payloads
 from ane_build.errors import ConfigError
 from ane_build.synthetic.chains import make_chain
 from tests.helpers import external_data_model, relu_model
@@ -482,4 +483,4 @@ def test_external_data_outside_the_model_folder_never_goes_next_to_another_outpu
     ],
 )
 def test_safe_external_data_locations(location: str, safe: bool) -> None:
-    assert _safe_location(location) is safe
+    assert safe_location(location) is safe

@@ -25,7 +25,8 @@ from pathlib import Path
 import pytest
 
 from ane_build.build.state import project_lock
-from ane_build.container.metadata import parse_ane_metadata, verify_container
+from ane_build.container.metadata import parse_ane_metadata
+from ane_build.container.verify import verify_container
 from ane_build.build.context import BuildContext
 from ane_build.build.runner import run_doit
 from ane_build.build.reasons import why

@@ -21,18 +21,14 @@ from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
 
 from ane_build.container import metadata as container
-from ane_build.container.metadata import (
-    KERNEL_KEY_LIMIT,
-    AneModelMetadata,
-    VerifyReport,
-    decode_kernel_base64,
-    embed_ane_metadata,
-    external_data_locations,
-    kernel_accepts_key,
-    parse_ane_metadata,
-    read_ane_payloads,
-    verify_container,
-)
+from ane_build.container import writer
+from ane_build.container.external import external_data_locations
+from ane_build.container.keys import kernel_accepts_key
+from ane_build.container.metadata import decode_kernel_base64, parse_ane_metadata, read_ane_payloads
+from ane_build.container.types import AneModelMetadata, VerifyReport
+from ane_build.container.verify import verify_container
+from ane_build.container.writer import embed_ane_metadata
+from ane_build.driver.uapi import ONNX_KEY_LIMIT as KERNEL_KEY_LIMIT
 from ane_build.errors import (
     AneError,
     ArtifactError,
@@ -1053,7 +1049,7 @@ def test_decoding_in_pieces_matches_decoding_whole(
 @given(st.binary(max_size=2000))
 @settings(max_examples=300, deadline=None)
 def test_the_chosen_base64_encoder_matches_binascii(data: bytes) -> None:
-    assert bytes(container._b64encoder()(data)) == base64.b64encode(data)
+    assert bytes(writer._b64encoder()(data)) == base64.b64encode(data)
 
 
 def test_embed_falls_back_to_binascii_without_openssl(
@@ -1064,13 +1060,13 @@ def test_embed_falls_back_to_binascii_without_openssl(
     def no_library(name: str, *args: Any, **kwargs: Any) -> Any:
         raise OSError(f"{name}: not here")
 
-    container._b64encoder.cache_clear()
+    writer._b64encoder.cache_clear()
     monkeypatch.setattr(ctypes, "CDLL", no_library)
     try:
-        assert container._b64encoder() is container._binascii_b64encode
+        assert writer._b64encoder() is writer._binascii_b64encode
         source = save(make_model(), tmp_path / "m.onnx")
         embed(source, tmp_path / "out.onnx")
         assert read_ane_payloads(tmp_path / "out.onnx").weights == WEIGHTS
         assert verify_container(tmp_path / "out.onnx").ok
     finally:
-        container._b64encoder.cache_clear()
+        writer._b64encoder.cache_clear()

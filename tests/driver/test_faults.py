@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from ane_build.container.metadata import embed_ane_metadata
+from ane_build.container.writer import embed_ane_metadata
 from ane_build.deploy import DeployRecord, deploy_container
 from ane_build.driver.device import ANEDevice
 from ane_build.driver.simulator import SimulatedKernel

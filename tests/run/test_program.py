@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from ane_build.cli import convert_main
-from ane_build.container.metadata import embed_ane_metadata, parse_ane_metadata, read_ane_payloads
+from ane_build.container.metadata import parse_ane_metadata, read_ane_payloads
+from ane_build.container.writer import embed_ane_metadata
 from ane_build.driver.device import ANEDevice
 from ane_build.driver.simulator import SimulatedKernel
 from ane_build.errors import AneDeviceError, AneError, SubmitValidationError
