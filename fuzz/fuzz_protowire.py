@@ -15,7 +15,7 @@ with common.instrumented(__name__ == "__main__"):
     from ane_build.formats import protowire as pw
 
 
-def scan_container(data: bytes, block: int) -> list[pw.WireField]:
+def _scan(data: bytes, block: int) -> list[pw.WireField]:
     scans: list[Callable[[], Iterator[pw.WireField]]] = [
         lambda: pw.iter_fields(data),
         lambda: pw.iter_file_fields(io.BytesIO(data)),
@@ -41,7 +41,7 @@ def TestOneInput(data: bytes) -> None:
     source = common.Input(data)
     block = 1 + source.byte() % 64
     message = source.rest()
-    fields = common.guarded(lambda: scan_container(message, block), len(message))
+    fields = common.guarded(lambda: _scan(message, block), len(message))
     if isinstance(fields, list):
         if sum(f.end - f.offset for f in fields) != len(message):
             raise AssertionError("accepted fields do not cover the message")
