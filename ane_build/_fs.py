@@ -29,7 +29,7 @@ from pathlib import Path
 from tempfile import mkstemp
 from typing import BinaryIO, TypeVar
 
-from .errors import AneError
+from .errors import AneError, FileAccessError
 
 log = logging.getLogger(__name__)
 
@@ -238,7 +238,12 @@ def open_output(fd: int) -> BinaryIO:
     return os.fdopen(fd, "wb")
 
 
-def replace_atomically(target: Path, write: Callable[[BinaryIO, str], _T]) -> _T:
+def replace_atomically(
+    target: Path,
+    write: Callable[[BinaryIO, str], _T],
+    *,
+    error: type[FileAccessError] = FileAccessError,
+) -> _T:
     """Run ``write(stream, temp_path)`` on a temp file beside ``target``, then rename it over.
 
     The temp file is fsynced and given ``target``'s mode (or a new file's mode under the umask)
@@ -246,12 +251,29 @@ def replace_atomically(target: Path, write: Callable[[BinaryIO, str], _T]) -> _T
     included, the temp file is removed and ``target`` is untouched; one left by a writer killed
     outright is removed by the next write of ``target``. The parent folder must exist.
 
+    Args:
+        target: The file to replace.
+        write: Writes the new content; gets the stream and the temp file's path.
+        error: The `FileAccessError` subclass OS errors are raised as.
+
     Returns:
         What ``write`` returned.
 
     Raises:
-        OSError: The temp file cannot be created, written, synced or renamed.
+        FileAccessError: ``error``, naming ``target``, with the errno and the OS error as cause.
+        AneError: What ``write`` raised.
     """
+    try:
+        return _replace(target, write)
+    except AneError:
+        raise
+    except OSError as exc:
+        raise error(
+            f"{target}: cannot write: {os_reason(exc)}; nothing was replaced", exc.errno
+        ) from exc
+
+
+def _replace(target: Path, write: Callable[[BinaryIO, str], _T]) -> _T:
     folder = os.path.dirname(os.path.abspath(target))
     try:
         mode = stat.S_IMODE(os.stat(target).st_mode)
@@ -279,7 +301,12 @@ def write_atomic(path: Path, data: bytes) -> None:
     """Replace ``path`` with ``data`` atomically (see `replace_atomically`); creates the folder.
 
     Raises:
-        OSError: The folder or the file cannot be written.
+        FileAccessError: The folder or the file cannot be written (names it, keeps the errno).
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise FileAccessError(
+            f"{path.parent}: cannot create the folder: {os_reason(exc)}", exc.errno
+        ) from exc
     replace_atomically(path, lambda out, _tmp: out.write(data))

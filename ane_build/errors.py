@@ -49,6 +49,10 @@ class BufferObjectError(AneError):
     """A buffer object was used after close, or accessed out of its bounds."""
 
 
+class InvalidArgumentError(AneError, ValueError):
+    """A call with an argument outside what it accepts (a device spec, an ABI, a fault name)."""
+
+
 class AneFormatError(AneError, ValueError):
     """Bytes that do not follow a format we read (protobuf, .anec, descriptor chain, JSON)."""
 
@@ -93,5 +97,20 @@ class BuildError(AneError):
     """A build step failed; the message names the model and the step."""
 
 
-class ModelFileError(AneError, OSError):
-    """An ONNX model file that cannot be opened, read or written (keeps the OS error's cause)."""
+class FileAccessError(AneError, OSError):
+    """A file that cannot be opened, read or written; keeps the OS error's errno and cause.
+
+    Attributes:
+        errno: The errno of the OS error, when there was one.
+    """
+
+    def __init__(self, message: str, err: int | None = None) -> None:
+        OSError.__init__(self, message)
+        self.errno = err
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class ModelFileError(FileAccessError):
+    """An ONNX model file that cannot be opened, read or written."""

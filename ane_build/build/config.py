@@ -32,7 +32,8 @@ import pydantic_core
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema
 
 from ..artifacts import ArtifactSpec
-from ..errors import ConfigError
+from ..driver.device import DEVICE_SPEC_HELP, SIM_SPECS, check_device_spec
+from ..errors import ConfigError, InvalidArgumentError
 from .layout import CONFIG_DIR, DEFAULTS_FILE
 
 __all__ = [
@@ -50,19 +51,16 @@ SettingValue: TypeAlias = str | int | float | bool | None
 
 _NAME_RE = re.compile(r"[A-Za-z0-9_.-]+")
 _BARE_KEY_RE = re.compile(r"[A-Za-z0-9_-]+")
-_DEVICE_HELP = 'must be "auto", "sim" or a device path under /dev/'
 _DEFAULTS_FORBIDDEN = ("source", "output")
 _MAX_SHOWN = 80
 
 
 def _check_device(value: str) -> str:
-    if value in ("auto", "sim"):
-        return value
-    # A bare "accel0" or a relative path would be looked up relative to the cwd, which is exactly
-    # the kind of ambiguity the root-relative rule exists to avoid.
-    if value.startswith("/dev/") and len(value) > len("/dev/"):
-        return value
-    raise ValueError(_DEVICE_HELP)
+    try:
+        return check_device_spec(value)
+    except InvalidArgumentError:
+        # The config error names the key and shows the value itself.
+        raise ValueError(f"must be {DEVICE_SPEC_HELP}") from None
 
 
 def _check_path_not_empty(value: Path) -> Path:
@@ -78,7 +76,7 @@ DeviceSpec = Annotated[
     WithJsonSchema(
         {
             "anyOf": [
-                {"enum": ["auto", "sim"], "type": "string"},
+                {"enum": ["auto", *SIM_SPECS], "type": "string"},
                 {"pattern": "^/dev/.+", "type": "string"},
             ]
         }
@@ -96,7 +94,8 @@ class DeployConfig(BaseModel):
         default="auto",
         description=(
             '"auto": the real ANE node if one is found, else the simulator (said aloud); '
-            '"sim": always the simulator; or a device node path such as "/dev/accel/accel0".'
+            '"sim": always the simulator ("sim:stock" emulates the stock driver); or a device '
+            'node path such as "/dev/accel/accel0".'
         ),
     )
     submit_mode: Literal["onnx", "direct"] = Field(

@@ -10,6 +10,7 @@ from typing import Any
 from doit.cmd_base import Command
 
 from .main import main
+from .project import WATCH_FLAGS
 
 
 class WhyCommand(Command):  # type: ignore[misc]
@@ -29,17 +30,13 @@ class WatchCommand(Command):  # type: ignore[misc]
 
     name = "watch"
     doc_purpose = "watch inputs and rebuild affected models (Ctrl-C to stop)"
-    doc_usage = "[--poll]"
-    cmd_options = (
-        {
-            "name": "poll",
-            "long": "poll",
-            "type": bool,
-            "default": False,
-            "help": "poll the file system (network file systems)",
-        },
+    doc_usage = " ".join(f"[--{flag}]" for flag, _ in WATCH_FLAGS)
+    cmd_options = tuple(
+        {"name": flag.replace("-", "_"), "long": flag, "type": bool, "default": False, "help": text}
+        for flag, text in WATCH_FLAGS
     )
 
     def execute(self, params: Any, args: list[str]) -> int:
         """Run the watch loop until Ctrl-C."""
-        return main(["watch", *(["--poll"] if params["poll"] else []), *args])
+        flags = [f"--{flag}" for flag, _ in WATCH_FLAGS if params[flag.replace("-", "_")]]
+        return main(["watch", *flags, *args])

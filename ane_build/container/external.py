@@ -72,7 +72,7 @@ def external_data_locations(source: StrPath) -> list[str]:
     except (DecodeError, ValueError) as exc:
         raise ContainerError(f"{source}: the graph cannot be parsed: {exc}") from exc
     except OSError as exc:
-        raise ModelFileError(f"{source}: cannot read: {exc.strerror or exc}") from exc
+        raise ModelFileError(f"{source}: cannot read: {exc.strerror or exc}", exc.errno) from exc
     tensors: list[Any] = list(_graph_tensors(model.graph))
     for function in model.functions:
         for node in function.node:

@@ -96,14 +96,14 @@ def open_model(model: StrPath | BytesLike) -> Iterator[tuple[BinaryIO, str]]:
     try:
         stream = open(label, "rb", buffering=_READ_BUFFER)  # noqa: SIM115 - closed below
     except OSError as exc:
-        raise ModelFileError(f"{label}: cannot open: {exc.strerror or exc}") from exc
+        raise ModelFileError(f"{label}: cannot open: {exc.strerror or exc}", exc.errno) from exc
     with stream:
         try:
             yield stream, label
         except AneError:
             raise
         except OSError as exc:
-            raise ModelFileError(f"{label}: cannot read: {exc.strerror or exc}") from exc
+            raise ModelFileError(f"{label}: cannot read: {exc.strerror or exc}", exc.errno) from exc
 
 
 def read_entry(stream: BinaryIO, top: pw.WireField) -> Entry:

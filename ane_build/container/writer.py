@@ -21,7 +21,7 @@ from typing import Any, BinaryIO, Protocol, TypeVar
 
 from pydantic import ValidationError
 
-from .._fs import os_reason, replace_atomically
+from .._fs import replace_atomically
 from .._typing import StrPath
 from ..driver.uapi import (
     ANE_TILE_COUNT,
@@ -29,7 +29,6 @@ from ..driver.uapi import (
     TD_COUNT_LIMIT,
 )
 from ..errors import (
-    AneError,
     ContainerError,
     ModelFileError,
 )
@@ -473,18 +472,6 @@ def _write_container(
         progress(plan.total, plan.total)
 
 
-def _replace_output(target: Path, write: Callable[[BinaryIO, str], _T]) -> _T:
-    """`replace_atomically`, with OS errors turned into `ModelFileError` naming the output."""
-    try:
-        return replace_atomically(target, write)
-    except AneError:
-        raise
-    except OSError as exc:
-        raise ModelFileError(
-            f"{target}: cannot write: {os_reason(exc)}; nothing was replaced"
-        ) from exc
-
-
 def embed_ane_metadata(
     source: StrPath,
     output: StrPath,
@@ -553,7 +540,7 @@ def embed_ane_metadata(
                 # Read back what was written, under the name it is about to get.
                 return metadata_from_scan(scan_container(written, os.fspath(output)), written)
 
-        metadata = _replace_output(output_path, write)
+        metadata = replace_atomically(output_path, write, error=ModelFileError)
     log.info(
         "%s: wrote %d bytes (microcode %d, weights %d bytes) from %s",
         output_path,

@@ -24,6 +24,7 @@ from ..errors import (
     AneError,
     BufferObjectError,
     DeviceNotFoundError,
+    InvalidArgumentError,
     SubmitValidationError,
 )
 from . import uapi
@@ -329,7 +330,7 @@ class ANEDevice(Closing):
         """Allocate and map a BO of at least ``size`` bytes (DRM_IOCTL_ANE_BO_INIT + mmap).
 
         Raises:
-            ValueError: ``size`` is not positive.
+            SubmitValidationError: ``size`` is not positive.
             AneDeviceError: The kernel refused the allocation or the mapping.
         """
         self._check_open("DRM_IOCTL_ANE_BO_INIT")
@@ -473,6 +474,24 @@ class ANEDevice(Closing):
         return f"<ANEDevice {self.path} ({kind}){' closed' if self._closed else ''}>"
 
 
+SIM_SPECS = ("sim", "sim:fork", "sim:stock")
+DEVICE_SPEC_HELP = '"auto", "sim", "sim:stock" or a device node path under /dev/'
+
+
+def check_device_spec(spec: str) -> str:
+    """Return ``spec`` when `open_device` accepts it.
+
+    A bare ``accel0`` or a relative path would be looked up relative to the working folder, so
+    only paths under ``/dev/`` are device paths.
+
+    Raises:
+        InvalidArgumentError: It is none of the accepted forms (the message lists them).
+    """
+    if spec == "auto" or spec in SIM_SPECS or (spec.startswith("/dev/") and len(spec) > 5):
+        return spec
+    raise InvalidArgumentError(f"device must be {DEVICE_SPEC_HELP} (got {spec!r})")
+
+
 def open_device(spec: str = "auto", *, backend: Backend | None = None) -> ANEDevice:
     """Open a device from a config string: ``"auto"``, ``"sim"`` / ``"sim:stock"``, or a path.
 
@@ -486,9 +505,10 @@ def open_device(spec: str = "auto", *, backend: Backend | None = None) -> ANEDev
 
     Raises:
         DeviceNotFoundError: A path was given and it is not an ``ane`` node.
-        ValueError: ``spec`` is none of the accepted forms.
+        InvalidArgumentError: ``spec`` is none of the accepted forms.
     """
-    if spec in ("sim", "sim:fork", "sim:stock") and backend is not None:
+    check_device_spec(spec)
+    if spec in SIM_SPECS and backend is not None:
         return ANEDevice.open(backend=backend)
     if spec in ("sim", "sim:fork"):
         return ANEDevice.simulated("fork")
@@ -500,6 +520,4 @@ def open_device(spec: str = "auto", *, backend: Backend | None = None) -> ANEDev
         except DeviceNotFoundError as exc:
             log.info("no ANE hardware found, using the simulator (%s)", exc)
             return ANEDevice.simulated("fork")
-    if spec.startswith("/"):
-        return ANEDevice.open(spec, backend=backend)
-    raise ValueError(f"device must be 'auto', 'sim', 'sim:stock' or a /dev path (got {spec!r})")
+    return ANEDevice.open(spec, backend=backend)

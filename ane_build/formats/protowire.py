@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import BinaryIO
 
 from .._typing import BytesLike
-from ..errors import WireFormatError
+from ..errors import InvalidArgumentError, WireFormatError
 
 WIRE_VARINT = 0
 WIRE_FIXED64 = 1
@@ -61,7 +61,7 @@ class WireField:
 def encode_varint(value: int) -> bytes:
     """Encode a non-negative integer as a protobuf varint."""
     if value < 0:
-        raise ValueError(f"varint must be non-negative, got {value}")
+        raise InvalidArgumentError(f"varint must be non-negative, got {value}")
     out = bytearray()
     while True:
         byte = value & 0x7F

@@ -11,6 +11,7 @@ import struct
 from collections.abc import Sequence
 
 from ..driver.uapi import TD_MIN_SIZE, TD_NEXT_OFFSET_WORD, TD_NEXT_SIZE_SHIFT, TD_WORD0_EON
+from ..errors import InvalidArgumentError
 
 M1_TD_SIZE = 0x274
 # Recorded in the toolchain text of every synthetic container; deploys keep those off hardware.
@@ -46,10 +47,12 @@ def make_chain(
     """
     sizes = [td_size] * count if sizes is None else list(sizes)
     if not sizes:
-        raise ValueError(f"a chain needs at least one descriptor (got {count})")
+        raise InvalidArgumentError(f"a chain needs at least one descriptor (got {count})")
     for size in sizes:
         if size % 4 or size < TD_MIN_SIZE:
-            raise ValueError(f"descriptor sizes must be multiples of 4, at least 32 (got {size})")
+            raise InvalidArgumentError(
+                f"descriptor sizes must be multiples of 4, at least 32 (got {size})"
+            )
     offsets = [0]
     for size in sizes[:-1]:
         offsets.append(-(-(offsets[-1] + size) // align) * align)

@@ -30,7 +30,7 @@ from ane_build.build.layout import find_project_root
 from ane_build.build.taskgraph import CONVERT_SECTIONS, DEPLOY_SECTIONS, settings_digest
 from ane_build.errors import ConfigError
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def make_project(root: Path, files: dict[str, str]) -> Path:
@@ -151,7 +151,7 @@ def test_every_problem_in_every_file_is_listed(tmp_path: Path) -> None:
         },
     )
     assert problems(tmp_path) == [
-        'configs/a.toml: deploy.device: must be "auto", "sim" or a device path under /dev/ '
+        'configs/a.toml: deploy.device: must be "auto", "sim", "sim:stock" or a device node path under /dev/ '
         '(got "accel0")',
         'configs/a.toml: deploy.submit_mode: must be "onnx" or "direct" (got "fast")',
         'configs/b.toml: allow_outside_root: must be true or false (got "yes")',

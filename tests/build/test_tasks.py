@@ -15,7 +15,7 @@ from ane_build.build.reasons import why
 
 from tests.helpers import generate_all
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 MODELS = ["add", "concat", "relu", "sigmoid"]
 
 

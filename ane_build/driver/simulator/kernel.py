@@ -22,6 +22,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal, NoReturn, TypeVar
 
+from ...errors import DeviceNotFoundError, InvalidArgumentError
 from .. import uapi
 from . import onnx_flag
 from .engine import EngineHangError, run_chain
@@ -139,7 +140,7 @@ class SimulatedKernel:
         evaluate: bool = True,
     ) -> None:
         if abi not in ("fork", "stock"):
-            raise ValueError(f"abi must be 'fork' or 'stock' (got {abi!r})")
+            raise InvalidArgumentError(f"abi must be 'fork' or 'stock' (got {abi!r})")
         self.abi = abi
         self.nodes_map: dict[str, str | int] = dict({SIM_NODE: "ane"} if nodes is None else nodes)
         self.address_space = address_space
@@ -166,7 +167,7 @@ class SimulatedKernel:
         for path, driver in self.nodes_map.items():
             if driver == "ane":
                 return path
-        raise LookupError("this simulated machine has no ane node")
+        raise DeviceNotFoundError("this simulated machine has no ane node")
 
     @property
     def live_bos(self) -> int:
@@ -197,9 +198,9 @@ class SimulatedKernel:
         """
         op = _OP_ALIASES.get(op, op)
         if op not in OPS:
-            raise ValueError(f"unknown operation {op!r}; one of {', '.join(OPS)}")
+            raise InvalidArgumentError(f"unknown operation {op!r}; one of {', '.join(OPS)}")
         if nth < 1 or count < 1:
-            raise ValueError(f"nth and count must be >= 1 (got {nth}, {count})")
+            raise InvalidArgumentError(f"nth and count must be >= 1 (got {nth}, {count})")
         self._faults.append(_Fault(op, err, nth - 1, count))
 
     def clear_faults(self) -> None:
