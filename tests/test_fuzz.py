@@ -187,7 +187,9 @@ def probe(request: pytest.FixtureRequest) -> Iterator[Probe]:
         report = _FuzzReport()
         manager.register(report, _FuzzReport.name)
     report.lines.append(p.summary())
-    assert p.calls
+    # A test skipped before its first example (no samples in this checkout) asserts nothing.
+    if p.examples:
+        assert p.calls
 
 
 # --- generic byte mutations -------------------------------------------------------------------
@@ -841,7 +843,7 @@ def _sample_bytes(path: Path) -> bytes:
 @fuzz_settings(150)
 @given(data=st.data())
 def test_anec_reader_on_mutated_samples(
-    probe: Probe, tmp_path: Path, anec_samples: Path, data: st.DataObject
+    anec_samples: Path, probe: Probe, tmp_path: Path, data: st.DataObject
 ) -> None:
     sample = _sample_bytes(data.draw(st.sampled_from(sorted(anec_samples.glob("*.ane")))))
     header = AnecHeader.unpack(sample)

@@ -26,6 +26,7 @@ ORDER = (
     "_typing",
     "_resource",
     "_fs",
+    "_validation",
     "driver",
     "formats",
     "container",

@@ -24,8 +24,8 @@ from pathlib import Path
 import pytest
 
 from ane_build.build import tasks
-from ane_build.build.config import load_project
 from ane_build.build.context import BuildContext, set_context
+from ane_build.build.project import load_project
 from ane_build.build.runner import run_doit
 from ane_build.cli import convert_main
 from ane_build.container.external import safe_location

@@ -1,12 +1,14 @@
 """doit tasks of an ane_build project: a project's ``dodo.py`` is ``from ane_build.dodo import *``.
 
-Thin on purpose: each task generator defers to `ane_build.build.tasks`. Loading the project (configs)
-happens when doit asks for tasks, never on import; so does taking the project's build lock.
+Thin on purpose: each task generator defers to `ane_build.build.tasks`. Loading the project
+(configs) happens when doit asks for tasks, never on import; so does taking the build lock.
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterator
+from types import TracebackType
 from typing import Any, TypeVar
 
 from doit import create_after
@@ -36,12 +38,36 @@ def _after(task: str) -> Callable[[_F], _F]:
     return decorate
 
 
+_previous_hook = sys.excepthook
+
+
+def _interrupt_hook(
+    kind: type[BaseException], exc: BaseException, tb: TracebackType | None
+) -> None:
+    """Report Ctrl-C during a doit run in one line instead of doit's traceback.
+
+    doit lets KeyboardInterrupt reach the interpreter, which prints the whole stack. Installed
+    when doit loads our tasks (never on import); the process still ends by SIGINT, so a shell
+    sees status 130.
+    """
+    if issubclass(kind, KeyboardInterrupt):
+        print("doit: interrupted", file=sys.stderr)
+        return
+    _previous_hook(kind, exc, tb)
+
+
 def _context() -> BuildContext:
     try:
         ctx = context()
     except AneError as exc:
         raise InvalidDodoFile(str(exc)) from exc
-    hold_project_lock(ctx.root)
+    sys.excepthook = _interrupt_hook
+    try:
+        hold_project_lock(ctx.root)
+    except KeyboardInterrupt:
+        # doit would print the traceback of an interrupted task loader; one line is enough.
+        print("doit: interrupted while waiting for the build lock", file=sys.stderr)
+        raise SystemExit(130) from None
     return ctx
 
 

@@ -23,14 +23,13 @@ from .layout import CONFIG_DIR, GRAPH_FILE, STATE_DIR, SYNTHETIC_FILE
 from .state import DigestCache, read_json
 
 if TYPE_CHECKING:
-    from .config import Project
+    from .project import Project
 
 log = logging.getLogger(__name__)
 
 GRAPH_VERSION = 2
 CONVERT_SECTIONS = ("source", "output", "toolchain", "allow_outside_root", "artifacts")
 DEPLOY_SECTIONS = ("deploy",)
-SYNTHETIC_FILE = "synthetic.toml"
 
 
 def settings_digest(settings: dict[str, Any]) -> str:
@@ -130,9 +129,9 @@ def build_graph(root: Path, cache: DigestCache) -> tuple[TaskGraph, dict[str, An
         The graph, and what must stay unchanged for it to remain valid.
     """
     from ..artifacts import bundle_file, discover_candidates
-    from .config import load_project
     from ..container import external_data_locations
     from ..errors import AneError
+    from .project import load_project
 
     project = load_project(root)
     stamps: dict[str, list[int] | None] = {}

@@ -189,11 +189,14 @@ class Watcher:
         """Number of builds started so far."""
         return self._builds
 
-    def run(self, stop: threading.Event | None = None) -> None:
+    def run(self, stop: threading.Event | None = None) -> bool:
         """Watch and rebuild until ``stop`` is set or Ctrl-C; returns normally in both cases.
 
         Args:
             stop: Set it (from another thread) to make `run` return.
+
+        Returns:
+            True when Ctrl-C ended it, False when ``stop`` did.
 
         Raises:
             WatchLimitError: The inotify watch or instance limit was hit (the message says how to
@@ -224,7 +227,7 @@ class Watcher:
             while True:
                 batch = self._next_batch(stop)
                 if batch is None:
-                    return
+                    return False
                 models, paths, structural = batch
                 if structural:
                     # A folder appeared or moved: watch it before building, so that a file
@@ -233,7 +236,8 @@ class Watcher:
                 self._build(models, paths)
                 self._refresh()
         except KeyboardInterrupt:
-            logger.info("watch stopped")
+            logger.debug("watch stopped by Ctrl-C")
+            return True
         finally:
             self._observer = None
             self._watches.clear()

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .common import EXIT_OK, EXIT_USAGE
+from .common import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
 
 
 def _project_root(args: argparse.Namespace) -> Path:
@@ -51,7 +51,9 @@ def cmd_watch(args: argparse.Namespace) -> int:
         logging.getLogger("ane_build.build.watch").setLevel(logging.INFO)
         logging.getLogger("ane_build.build.runner").setLevel(logging.INFO)
     print(f"watching {root} (Ctrl-C to stop)", file=sys.stderr)
-    watch_project(root, poll=args.poll, build_first=not args.no_initial_build)
+    if watch_project(root, poll=args.poll, build_first=not args.no_initial_build):
+        print("ane-build watch: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
     return EXIT_OK
 
 

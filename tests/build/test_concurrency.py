@@ -252,7 +252,7 @@ def test_watch_mode_beside_manual_doit_and_doit_deploy(project: tuple[Path, list
             last = builds
             time.sleep(1.0)
         watch.popen.send_signal(signal.SIGINT)
-        assert watch.wait() == 0, watch.stderr()[-3000:]
+        assert watch.wait() == 130, watch.stderr()[-3000:]
     assert "FAILED" not in "".join(
         line for line in watch.stderr().splitlines() if "watch: built" in line
     )

@@ -1,4 +1,4 @@
-"""Tests for ane_build.config: validation messages, defaults, path rules, digests, schema."""
+"""Tests for build.project and build.config: messages, defaults, path rules, digests, schema."""
 
 from __future__ import annotations
 
@@ -11,20 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ane_build.build.config import (
-
-    DeployConfig,
-
-    ModelConfig,
-
-    config_schema,
-
-    load_project,
-
-    schema_text,
-
-
-)
+from ane_build.build.config import DeployConfig, ModelConfig, config_schema, schema_text
+from ane_build.build.project import load_project
 
 from ane_build.build.layout import find_project_root
 from ane_build.build.taskgraph import CONVERT_SECTIONS, DEPLOY_SECTIONS, settings_digest
