@@ -11,7 +11,7 @@ import re
 from collections.abc import Iterator, Sequence
 from typing import BinaryIO
 
-from .._typing import BytesLike, StrPath
+from .._typing import BytesLike
 from ..errors import (
     MetadataError,
     MissingAneMetadataError,
@@ -36,7 +36,16 @@ from .keys import (
     TILE_DESCRIPTORS,
     WEIGHTS,
 )
-from .scan import Entry, Scan, bad_value, iter_range, open_model, read_text, scan_container
+from .scan import (
+    Entry,
+    ModelSource,
+    Scan,
+    bad_value,
+    iter_range,
+    open_model,
+    read_text,
+    scan_container,
+)
 from .types import AneModelMetadata, AnePayloads
 from .values import parse_decimal, parse_digest, parse_io, parse_tiles
 
@@ -151,7 +160,7 @@ def metadata_from_scan(scan: Scan, stream: BinaryIO) -> AneModelMetadata:
     )
 
 
-def parse_ane_metadata(model: StrPath | BytesLike) -> AneModelMetadata:
+def parse_ane_metadata(model: ModelSource) -> AneModelMetadata:
     """Read a container's ``ane.*`` metadata without reading its graph or its payloads.
 
     Cost is O(number of top-level fields + size of the small values): the graph is skipped by its
@@ -159,7 +168,7 @@ def parse_ane_metadata(model: StrPath | BytesLike) -> AneModelMetadata:
     files of any size; external data is never opened.
 
     Args:
-        model: Path of an ONNX file, or its bytes.
+        model: Path of an ONNX file, its bytes, or a seekable binary stream of it.
 
     Returns:
         The metadata. A model without a graph parses (`verify_container` flags it).
@@ -264,7 +273,7 @@ def iter_decoded(stream: BinaryIO, label: str, entry: Entry) -> Iterator[bytes]:
         yield tail
 
 
-def read_ane_payloads(model: StrPath | BytesLike) -> AnePayloads:
+def read_ane_payloads(model: ModelSource) -> AnePayloads:
     """Decode the microcode, weights and tile descriptors of a container.
 
     The payloads are held in memory; use `verify_container` to check a large container in

@@ -12,7 +12,7 @@ import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import BinaryIO, TypeAlias
 
 from .._typing import BytesLike, StrPath
 from ..errors import (
@@ -74,16 +74,31 @@ class Scan:
         return dups
 
 
-def label_of(model: StrPath | BytesLike) -> str:
-    """How messages name a model: its path, or ``<bytes>``."""
-    return "<bytes>" if isinstance(model, bytes | bytearray | memoryview) else os.fspath(model)
+# What a container can be read from: a path, its bytes, or a seekable binary stream.
+ModelSource: TypeAlias = StrPath | BytesLike | BinaryIO
+
+
+def label_of(model: ModelSource) -> str:
+    """How messages name a model: its path, ``<bytes>``, or the stream's name."""
+    if isinstance(model, bytes | bytearray | memoryview):
+        return "<bytes>"
+    if isinstance(model, str | os.PathLike):
+        return os.fspath(model)
+    name = getattr(model, "name", None)
+    return name if isinstance(name, str) else "<stream>"
 
 
 @contextmanager
-def open_model(model: StrPath | BytesLike) -> Iterator[tuple[BinaryIO, str]]:
-    """Open a model path (or wrap bytes); OS errors come out as `ModelFileError`."""
+def open_model(model: ModelSource) -> Iterator[tuple[BinaryIO, str]]:
+    """Open a model path (or wrap bytes, or use a stream as is); OS errors become `ModelFileError`.
+
+    A stream is neither closed nor rewound afterwards: it belongs to the caller.
+    """
     if isinstance(model, bytes | bytearray | memoryview):
         yield io.BytesIO(model), "<bytes>"
+        return
+    if not isinstance(model, str | os.PathLike):
+        yield model, label_of(model)
         return
     label = os.fspath(model)
     try:

@@ -11,7 +11,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import BinaryIO, TypeVar
 
-from .._typing import BytesLike, StrPath
 from ..driver.uapi import (
     ANE_CMD_GRAN,
     ONNX_KEY_LIMIT,
@@ -39,7 +38,16 @@ from .keys import (
     PayloadKeys,
 )
 from .metadata import iter_decoded, metadata_from_scan, missing_message
-from .scan import Entry, Scan, bad_value, label_of, open_model, read_text, scan_container
+from .scan import (
+    Entry,
+    ModelSource,
+    Scan,
+    bad_value,
+    label_of,
+    open_model,
+    read_text,
+    scan_container,
+)
 from .types import VerifyReport
 from .values import parse_decimal, parse_digest, parse_io, parse_tiles
 
@@ -262,7 +270,7 @@ def _verify_stream(report: VerifyReport, stream: BinaryIO, label: str, strict: b
                 report.add("metadata", False, str(exc))
 
 
-def verify_container(model: StrPath | BytesLike, *, strict: bool = True) -> VerifyReport:
+def verify_container(model: ModelSource, *, strict: bool = True) -> VerifyReport:
     """Check a container against every rule of the fork kernel and our own metadata rules.
 
     Kernel rules: every key < 64 bytes; microcode, ``td_size`` and ``td_count`` present, the
@@ -273,7 +281,7 @@ def verify_container(model: StrPath | BytesLike, *, strict: bool = True) -> Veri
     ``ane.tiles`` are valid. Payloads are decoded in chunks, so memory stays flat.
 
     Args:
-        model: Path of an ONNX file, or its bytes.
+        model: Path of an ONNX file, its bytes, or a seekable binary stream of it.
         strict: Also require what `embed_ane_metadata` always writes: ``ane.format``, a digest for
             every payload and ``ane.source.sha256``.
 
