@@ -237,3 +237,59 @@ def encode_entry(key: bytes, value: bytes) -> bytes:
         + key
         + pw.encode_len_header(pw.ENTRY_VALUE, len(value))
     ) + value
+
+
+def graph_model(
+    path: Path, ops: Sequence[tuple[str, str]], shape: Sequence[int], *, dtype: int = 10
+) -> Path:
+    """A model of elementwise ops on one input ``x``: each ``(op, output)`` is one graph output.
+
+    ``dtype`` is the ONNX element type (10: float16, 1: float).
+    """
+    nodes = [helper.make_node(op, ["x"], [out]) for op, out in ops]
+    graph = helper.make_graph(
+        nodes,
+        "ops",
+        [helper.make_tensor_value_info("x", dtype, list(shape))],
+        [helper.make_tensor_value_info(out, dtype, list(shape)) for _, out in ops],
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return path
+
+
+def io_slots(inputs: Sequence[str], outputs: Sequence[str], shape: Sequence[int]) -> dict[int, Any]:
+    """``ane.io`` slots in anecc's convention (outputs from slot 4, then inputs), default layout."""
+    from ane_build.formats.payload import IoSlot
+    from ane_build.formats.tiling import layout_for
+
+    n, c, h, w = (1,) * (4 - len(shape)) + tuple(shape)
+    row, plane, _ = layout_for((n, c, h, w))
+    slots: dict[int, Any] = {}
+    for slot, (role, name) in enumerate(
+        [("output", o) for o in outputs] + [("input", i) for i in inputs], start=4
+    ):
+        slots[slot] = IoSlot(
+            role=role, name=name, n=n, c=c, h=h, w=w, plane_stride=plane, row_stride=row
+        )
+    return slots
+
+
+def synthetic_container(source: Path, output: Path, io: dict[int, Any]) -> Path:
+    """``source`` with a two-descriptor synthetic program and the given ``ane.io``."""
+    from ane_build.container import embed_ane_metadata
+    from ane_build.formats.payload import PayloadRef
+    from ane_build.formats.tiling import layout_for
+
+    tiles = {0: 32768}
+    for slot, spec in io.items():
+        tiles[slot] = layout_for((spec.n, spec.c, spec.h, spec.w))[2]
+    embed_ane_metadata(
+        source,
+        output,
+        microcode=PayloadRef.from_bytes(make_chain((M1_TD_SIZE, M1_TD_SIZE))),
+        td_size=M1_TD_SIZE,
+        td_count=2,
+        io=io,
+        tiles=tiles,
+    )
+    return output

@@ -121,7 +121,7 @@ def test_contradiction_shows_both_values(
         [str(model), "--microcode", str(tmp_path / "m.tsk"), "--td-count", "3"], capsys
     )
     assert code == 1
-    assert "3" in err and "2" in err and "td_count" in err
+    assert "td_count is 3 (0x3) but the descriptor chain gives 2 (0x2)" in err
 
 
 def test_usage_errors_exit_2(model: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -13,7 +13,7 @@ import logging
 import mmap
 import os
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, TypeVar
 
@@ -314,12 +314,24 @@ class ANEDevice(Closing):
 
     @classmethod
     def simulated(
-        cls, abi: Literal["fork", "stock"] = "fork", *, kernel: SimulatedKernel | None = None
+        cls,
+        abi: Literal["fork", "stock"] = "fork",
+        *,
+        kernel: SimulatedKernel | None = None,
+        output_faults: Sequence[str] = (),
     ) -> ANEDevice:
-        """Open the built-in simulator; ``abi="fork"`` knows the ONNX flag, ``"stock"`` does not."""
+        """Open the built-in simulator; ``abi="fork"`` knows the ONNX flag, ``"stock"`` does not.
+
+        Args:
+            abi: Which kernel to emulate.
+            kernel: A simulated kernel to open instead of a fresh one.
+            output_faults: Faults the simulator injects into computed outputs, a testing aid
+                (``bitflip``, ``zero``, ``stride``, ``swap``, ``nan``, ``scale``, ``ulp``).
+        """
         from .simulator import SimulatedKernel
 
-        kernel = SimulatedKernel(abi=abi) if kernel is None else kernel
+        if kernel is None:
+            kernel = SimulatedKernel(abi=abi, output_faults=output_faults)
         return cls.open(kernel.ane_node, backend=kernel)
 
     def _check_open(self, call: str) -> None:
@@ -495,7 +507,9 @@ def check_device_spec(spec: str) -> str:
 def open_device(spec: str = "auto", *, backend: Backend | None = None) -> ANEDevice:
     """Open a device from a config string: ``"auto"``, ``"sim"`` / ``"sim:stock"``, or a path.
 
-    ``"auto"`` opens the first real ``ane`` node and falls back to the simulator, saying so.
+    ``"auto"`` opens the first real ``ane`` node and falls back to the simulator, saying so. A
+    simulator opened here injects the output faults ``ANE_BUILD_SIM_FAULTS`` names (a comma list;
+    a testing aid for command-line and doit runs, never applied to hardware).
 
     Args:
         spec: Which device.
@@ -505,19 +519,21 @@ def open_device(spec: str = "auto", *, backend: Backend | None = None) -> ANEDev
 
     Raises:
         DeviceNotFoundError: A path was given and it is not an ``ane`` node.
-        InvalidArgumentError: ``spec`` is none of the accepted forms.
+        InvalidArgumentError: ``spec`` is none of the accepted forms, or the environment names
+            an unknown fault.
     """
+    from .simulator.faults import faults_from_env
+
     check_device_spec(spec)
     if spec in SIM_SPECS and backend is not None:
         return ANEDevice.open(backend=backend)
-    if spec in ("sim", "sim:fork"):
-        return ANEDevice.simulated("fork")
-    if spec == "sim:stock":
-        return ANEDevice.simulated("stock")
+    if spec in SIM_SPECS:
+        abi: Literal["fork", "stock"] = "stock" if spec == "sim:stock" else "fork"
+        return ANEDevice.simulated(abi, output_faults=faults_from_env())
     if spec == "auto":
         try:
             return ANEDevice.open(backend=backend)
         except DeviceNotFoundError as exc:
             log.info("no ANE hardware found, using the simulator (%s)", exc)
-            return ANEDevice.simulated("fork")
+            return ANEDevice.simulated("fork", output_faults=faults_from_env())
     return ANEDevice.open(spec, backend=backend)

@@ -148,16 +148,28 @@ def test_disagreeing_chain_is_refused_before_allocating() -> None:
 def test_every_fault_releases_every_bo(tmp_path: Path, mode: str, op: str, err: int) -> None:
     output = _container(tmp_path, weights=make_weights(100))
     kernel = SimulatedKernel()
+    fired_at = []
     for nth in range(1, 6):
         with ANEDevice.open(backend=kernel) as dev:
+            before = kernel.counters["faults"]
             kernel.inject_fault(op, err, nth=nth)
+            raised: AneDeviceError | None = None
             try:
                 submit_onnx_model(dev, output, mode=mode)  # type: ignore[arg-type]
             except AneDeviceError as exc:
-                assert exc.errno == err
+                raised = exc
+            fired = kernel.counters["faults"] > before
             kernel.clear_faults()
             assert dev.live_buffers == ()
         assert kernel.live_bos == 0, (op, nth)
+        if not fired:
+            assert raised is None, (op, nth)  # the program has fewer such calls than nth
+        elif op == "BO_FREE":
+            assert raised is None, (op, nth)  # one failed free is retried, and then succeeds
+        else:
+            assert raised is not None and raised.errno == err, (op, nth)
+        fired_at += [nth] if fired else []
+    assert fired_at and fired_at[0] == 1, fired_at  # every step's first call was hit
     assert kernel.open_fds == 0
 
 

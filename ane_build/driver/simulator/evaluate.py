@@ -1,21 +1,24 @@
-"""Outputs for a simulated submit: the container's graph evaluated on the CPU, in the ANE layout.
+"""Outputs for a simulated submit: the container's graph run on the CPU, in the engine's numbers.
 
 The simulator cannot run microcode; this stands in for it so the data path (tile, upload, submit,
-read back, untile) is exercised end to end. It reads the inputs from their BOs as the engine
-would (fp16, strided) and writes the outputs the same way. It is never a hardware result and must
-not be reported as one.
+read back, untile, compare) is exercised end to end. It reads the inputs from their BOs as the
+engine would (fp16, strided), runs the graph with onnxruntime, rounds the outputs to fp16, applies
+the injected output faults, and writes them in the ANE layout. It is never a hardware result and
+must not be reported as one.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+
+from .faults import Outputs, apply_value_faults, wrong_strides
 
 log = logging.getLogger(__name__)
 
@@ -59,33 +62,83 @@ def parse_io(text: bytes) -> dict[int, Slot]:
         raise EvaluationError(f"ane.io is not a slot map: {exc}") from exc
 
 
-def _strided(buf: memoryview, slot: Slot) -> npt.NDArray[np.float16]:
-    n, c, h, w = slot.dims
-    count = ((n * c - 1) * slot.plane_stride + (h - 1) * slot.row_stride) // 2 + w
-    flat = np.frombuffer(buf, dtype=_FP16, count=count)
+def _strided(
+    buf: memoryview, dims: tuple[int, int, int, int], strides: tuple[int, int, int]
+) -> npt.NDArray[np.float16]:
+    """A strided fp16 view of ``buf``; ``strides`` are (element, row, plane) in bytes."""
+    n, c, h, w = dims
+    element, row, plane = strides
+    end = (n * c - 1) * plane + (h - 1) * row + (w - 1) * element + 2
+    if min(dims) <= 0 or end > len(buf):
+        raise EvaluationError(f"a {n}x{c}x{h}x{w} tensor does not fit its {len(buf)}-byte BO")
+    flat = np.frombuffer(buf, dtype=_FP16, count=end // 2)
     return np.lib.stride_tricks.as_strided(
-        flat,
-        shape=(n, c, h, w),
-        strides=(c * slot.plane_stride, slot.plane_stride, slot.row_stride, 2),
+        flat, shape=(n, c, h, w), strides=(c * plane, plane, row, element)
     )
 
 
 def read_tensor(buf: memoryview, slot: Slot) -> npt.NDArray[np.float16]:
     """A copy of the tensor the engine would read from ``buf``."""
-    return _strided(buf, slot).copy()
+    return _strided(buf, slot.dims, (2, slot.row_stride, slot.plane_stride)).copy()
 
 
-def write_tensor(buf: memoryview, slot: Slot, value: npt.NDArray[Any]) -> None:
-    """Write ``value`` as fp16 into ``buf`` with the slot's strides; zero every other byte."""
+def write_tensor(
+    buf: memoryview, dims: tuple[int, int, int, int], strides: tuple[int, int, int], value: Any
+) -> None:
+    """Write ``value`` as fp16 into ``buf`` with ``strides``; zero every other byte."""
     np.frombuffer(buf, dtype=np.uint8)[:] = 0
-    view = _strided(buf, slot)
-    view[...] = np.asarray(value, dtype=np.float32).reshape(slot.dims)
+    _strided(buf, dims, strides)[...] = np.asarray(value, dtype=np.float16).reshape(dims)
+
+
+def _session(model_bytes: bytes) -> Any:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    return ort.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"])
+
+
+_ORT_TYPES = {
+    "tensor(float)": np.float32,
+    "tensor(float16)": np.float16,
+    "tensor(double)": np.float64,
+}
+
+
+def _pick(slot: Slot, names: Sequence[str], index: int) -> str:
+    """The graph tensor a slot stands for: the one it names, else the one in its position."""
+    if slot.name and slot.name in names:
+        return slot.name
+    return names[min(index, len(names) - 1)]
+
+
+def _feeds(
+    session: Any, slots: Mapping[int, Slot], buffers: Mapping[int, memoryview]
+) -> dict[str, npt.NDArray[Any]]:
+    graph_inputs = {i.name: i for i in session.get_inputs()}
+    ins = sorted((s, v) for s, v in slots.items() if v.role == "input")
+    if len(ins) != len(graph_inputs):
+        raise EvaluationError(f"ane.io has {len(ins)} inputs, the graph {len(graph_inputs)}")
+    feeds: dict[str, npt.NDArray[Any]] = {}
+    for index, (slot, spec) in enumerate(ins):
+        name = _pick(spec, list(graph_inputs), index)
+        info = graph_inputs[name]
+        dtype = _ORT_TYPES.get(info.type)
+        if dtype is None:
+            raise EvaluationError(f"graph input {name!r} is {info.type}, not a float tensor")
+        value = read_tensor(buffers[slot], spec)
+        shape = [d if isinstance(d, int) else -1 for d in info.shape]
+        feeds[name] = value.reshape(shape).astype(dtype)
+    return feeds
 
 
 def evaluate(
-    container: bytes, slots: Mapping[int, Slot], buffers: Mapping[int, memoryview]
+    model_bytes: bytes,
+    slots: Mapping[int, Slot],
+    buffers: Mapping[int, memoryview],
+    faults: Sequence[str] = (),
 ) -> tuple[str, ...]:
-    """Compute the graph's outputs from the input BOs and write them to the output BOs.
+    """Run the graph on the input BOs and write its outputs (fp16, faults applied) to theirs.
 
     Graph inputs and outputs pair with the slots of their role in slot order, by name when the
     slot names a graph tensor.
@@ -94,31 +147,43 @@ def evaluate(
         The names of the outputs written.
 
     Raises:
-        EvaluationError: The graph cannot be loaded or evaluated on these inputs.
+        EvaluationError: The graph cannot be run on these inputs.
     """
-    import onnx
-    from onnx.reference import ReferenceEvaluator
-
     try:
-        model = onnx.load_from_string(container)
-        inputs = {i.name: i for i in model.graph.input}
-        outputs = [o.name for o in model.graph.output]
-        ins = sorted((s, v) for s, v in slots.items() if v.role == "input")
-        feeds: dict[str, Any] = {}
-        for index, (slot, spec) in enumerate(ins):
-            name = spec.name if spec.name in inputs and spec.name else list(inputs)[index]
-            elem = inputs[name].type.tensor_type
-            shape = [d.dim_value for d in elem.shape.dim]
-            dtype = onnx.helper.tensor_dtype_to_np_dtype(elem.elem_type)
-            feeds[name] = read_tensor(buffers[slot], spec).reshape(shape).astype(dtype)
-        results = dict(zip(outputs, ReferenceEvaluator(model).run(None, feeds), strict=True))
-    # onnx and numpy raise anything at all on a graph they cannot run; none of it is the kernel's.
+        session = _session(model_bytes)
+        feeds = _feeds(session, slots, buffers)
+        names = [o.name for o in session.get_outputs()]
+        results = dict(zip(names, session.run(None, feeds), strict=True))
+    except EvaluationError:
+        raise
+    # onnxruntime raises its own exception types for graphs it cannot run; none is the kernel's.
     except Exception as exc:
         raise EvaluationError(f"{type(exc).__name__}: {exc}") from exc
-    written: list[str] = []
     outs = sorted((s, v) for s, v in slots.items() if v.role == "output")
+    chosen: dict[int, str] = {}
+    values: Outputs = {}
     for index, (slot, spec) in enumerate(outs):
-        name = spec.name if spec.name and spec.name in results else outputs[index]
-        write_tensor(buffers[slot], spec, results[name])
-        written.append(name)
-    return tuple(written)
+        name = (
+            spec.name if spec.name and spec.name in results else names[min(index, len(names) - 1)]
+        )
+        chosen[slot] = name
+        values[slot] = np.asarray(results[name]).astype(np.float16).reshape(spec.dims)
+    values = apply_value_faults(faults, values)
+    for slot, spec in outs:
+        strides = (2, spec.row_stride, spec.plane_stride)
+        if "stride" in faults:
+            strides = wrong_strides(spec.dims, spec.row_stride, spec.plane_stride)
+        _write_clipped(buffers[slot], spec, strides, values[slot])
+    return tuple(chosen[slot] for slot, _ in outs)
+
+
+def _write_clipped(
+    buf: memoryview, spec: Slot, strides: tuple[int, int, int], value: npt.NDArray[np.float16]
+) -> None:
+    try:
+        write_tensor(buf, spec.dims, strides, value)
+    except EvaluationError:
+        # A stride fault may not fit the BO; keep what fits, as a runaway engine would.
+        flat = value.reshape(-1)
+        room = (len(buf) - 2) // strides[0] + 1
+        write_tensor(buf, (1, 1, 1, min(flat.size, room)), strides, flat[:room])

@@ -18,7 +18,7 @@ import mmap
 import os
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, NoReturn, TypeVar
 
@@ -27,6 +27,7 @@ from .. import uapi
 from . import onnx_flag
 from .engine import EngineHangError, run_chain
 from .evaluate import EvaluationError, evaluate, parse_io
+from .faults import check_faults
 
 log = logging.getLogger(__name__)
 
@@ -127,6 +128,11 @@ class SimulatedKernel:
         timeout_delay: Seconds to sleep before returning ETIMEDOUT (the real driver waits ~1 s).
         evaluate: After a successful ONNX-flag submit whose container has ``ane.io``, compute the
             outputs on the CPU and write them to the output BOs.
+        output_faults: Faults to inject into those outputs (see `faults.FAULTS`), to show that
+            checks catch them.
+
+    Raises:
+        InvalidArgumentError: An unknown ABI or fault name.
     """
 
     def __init__(
@@ -138,6 +144,7 @@ class SimulatedKernel:
         memory_limit: int = 1 << 40,
         timeout_delay: float = 0.0,
         evaluate: bool = True,
+        output_faults: Sequence[str] = (),
     ) -> None:
         if abi not in ("fork", "stock"):
             raise InvalidArgumentError(f"abi must be 'fork' or 'stock' (got {abi!r})")
@@ -147,6 +154,7 @@ class SimulatedKernel:
         self.memory_limit = memory_limit
         self.timeout_delay = timeout_delay
         self.evaluate = evaluate
+        self.output_faults = check_faults(output_faults)
         self.counters: Counter[str] = Counter()
         self.ioctl_log: list[tuple[str, str]] = []
         self.submits: list[SubmitRecord] = []
@@ -439,7 +447,7 @@ class SimulatedKernel:
                 for s in slots
                 if 0 <= s < uapi.ANE_TILE_COUNT and req.handles[s]
             }
-            return evaluate(container, slots, views), None
+            return evaluate(container, slots, views, self.output_faults), None
         except (EvaluationError, KeyError) as exc:
             # The kernel accepted the submit; only the CPU stand-in for the engine failed.
             log.warning("simulator: outputs not computed: %s", exc)

@@ -1,0 +1,496 @@
+"""Load a project: every ``configs/*.toml`` validated, merged over the defaults, paths resolved.
+
+Every path resolves against the project root (the folder holding ``configs/``), never the working
+directory. All problems found while loading are reported together in one `ConfigError`, one line
+each (``configs/relu.toml: artifacts.td_size: must be greater than 0 (got -3)``). This module must
+not import doit or watchdog, must not read artefact contents (they may not exist yet; the build
+says so) and only touches the file system to read the TOML files and to resolve symlinks.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import errno
+import json
+import math
+import os
+import re
+import tomllib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeAlias
+
+import pydantic
+import pydantic_core
+from pydantic import BaseModel
+
+from .. import _validation as v
+from ..artifacts import ArtifactSpec
+from ..errors import ConfigError
+from .config import ModelConfig
+from .layout import CONFIG_DIR, DEFAULTS_FILE
+
+__all__ = ["ModelSpec", "Project", "SettingValue", "load_project"]
+
+SettingValue: TypeAlias = str | int | float | bool | None
+
+_NAME_RE = re.compile(r"[A-Za-z0-9_.-]+")
+_DEFAULTS_FORBIDDEN = ("source", "output")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One model of a loaded project, with every path resolved to an absolute path.
+
+    Paths keep symlinks (a ``latest.anec`` symlink is followed when read, not frozen at load
+    time); ``..`` components are resolved.
+
+    Attributes:
+        name: The model name (the config file stem).
+        config_path: Absolute path of the model's TOML file.
+        config: The validated configuration (defaults merged in).
+        source: Absolute path of the source ONNX model.
+        output: Absolute path of the container to write.
+        artifacts: The artefact spec with every path field made absolute.
+        root: The project root, for display.
+    """
+
+    name: str
+    config_path: Path
+    config: ModelConfig
+    source: Path
+    output: Path
+    artifacts: ArtifactSpec
+    root: Path
+
+    def rel(self, path: Path) -> str:
+        """``path`` relative to the project root when inside it (POSIX), else absolute."""
+        return _display(path, self.root)
+
+    def artifact_paths(self) -> dict[str, Path]:
+        """The explicitly configured artefact paths, keyed by field name (``root``, ``anec``...)."""
+        return {
+            key: value
+            for key in type(self.artifacts).model_fields
+            if isinstance(value := getattr(self.artifacts, key), Path)
+        }
+
+    def as_flat_dict(self) -> dict[str, SettingValue]:
+        """Every effective setting as a flat, sorted, JSON-compatible dict.
+
+        Keys are dotted (``"artifacts.td_size"``, ``"deploy.device"``); unset optional values
+        appear as None so that adding a key equal to its default changes nothing. Paths are shown
+        relative to the project root, so moving the project changes nothing either.
+
+        Returns:
+            The settings, sorted by key.
+        """
+        flat: dict[str, SettingValue] = {
+            "source": self.rel(self.source),
+            "output": self.rel(self.output),
+        }
+        for key in type(self.config).model_fields:
+            if key in flat:
+                continue
+            value = self.artifacts if key == "artifacts" else getattr(self.config, key)
+            _flatten(key, value, self.root, flat)
+        return dict(sorted(flat.items()))
+
+    def settings(self, *sections: str) -> dict[str, SettingValue]:
+        """The flat settings restricted to ``sections`` (all of them when none is given).
+
+        A section matches a key exactly or as a dotted prefix: ``"artifacts"`` selects every
+        ``artifacts.*`` key, ``"source"`` selects ``source``.
+        """
+        flat = self.as_flat_dict()
+        if not sections:
+            return flat
+        return {k: v for k, v in flat.items() if any(_in_section(k, s) for s in sections)}
+
+
+@dataclass(frozen=True)
+class Project:
+    """A loaded project: its root and every model, sorted by name.
+
+    Attributes:
+        root: The project root (absolute, symlinks resolved).
+        models: Model name to spec, sorted by name.
+        defaults_path: ``configs/defaults.toml`` when present.
+    """
+
+    root: Path
+    models: dict[str, ModelSpec] = field(hash=False)
+    defaults_path: Path | None = None
+
+    @property
+    def config_dir(self) -> Path:
+        """The ``configs/`` folder."""
+        return self.root / CONFIG_DIR
+
+    @property
+    def config_files(self) -> tuple[Path, ...]:
+        """Every TOML file the project was loaded from (models, then defaults)."""
+        files = tuple(spec.config_path for spec in self.models.values())
+        return (*files, self.defaults_path) if self.defaults_path else files
+
+
+def load_project(root: Path) -> Project:
+    """Load and validate every ``configs/*.toml`` of the project at ``root``.
+
+    Args:
+        root: The project root (the folder holding ``configs/``).
+
+    Returns:
+        The project, models sorted by name.
+
+    Raises:
+        ConfigError: Anything is wrong; the message lists every problem, one per line, each
+            naming the file (relative to the root), the dotted key and the offending value.
+    """
+    root = _resolve_dir(Path(root))
+    config_dir = root / CONFIG_DIR
+    if not config_dir.is_dir():
+        raise ConfigError(f"{root}: no {CONFIG_DIR}/ folder (expected {config_dir})")
+    problems: list[str] = []
+
+    defaults_file = config_dir / DEFAULTS_FILE
+    defaults_path = defaults_file if defaults_file.is_file() else None
+    defaults: dict[str, Any] = {}
+    if defaults_path is not None:
+        defaults = _read_toml(defaults_path, root, problems) or {}
+        _check_defaults(defaults, defaults_path, root, problems)
+
+    files = _model_files(config_dir, root, problems)
+    configs: dict[str, tuple[Path, ModelConfig]] = {}
+    for name, path in files.items():
+        data = _read_toml(path, root, problems)
+        if data is None:
+            continue
+        config = _validate(name, path, data, defaults_path, defaults, root, problems)
+        if config is not None:
+            configs[name] = (path, config)
+    if defaults_path is not None and not files:
+        # With no model to merge into, defaults errors would otherwise go unreported.
+        _validate("", defaults_path, {}, defaults_path, defaults, root, problems)
+
+    models: dict[str, ModelSpec] = {}
+    for name, (path, config) in sorted(configs.items()):
+        spec = _make_spec(name, path, config, root, problems)
+        if spec is not None:
+            models[name] = spec
+    _check_project(models, root, problems)
+
+    if problems:
+        raise ConfigError("\n".join(dict.fromkeys(problems)))
+    return Project(root=root, models=models, defaults_path=defaults_path)
+
+
+# --- loading -------------------------------------------------------------------------------
+
+
+def _model_files(config_dir: Path, root: Path, problems: list[str]) -> dict[str, Path]:
+    """Model name to config file, after checking names and case-insensitive clashes."""
+    by_folded: dict[str, list[Path]] = {}
+    for path in sorted(config_dir.iterdir()):
+        # Hidden files are editor droppings (emacs lock files end in .toml too), not models.
+        if path.suffix != ".toml" or path.name.startswith(".") or path.name == DEFAULTS_FILE:
+            continue
+        if not path.is_file():
+            continue
+        name = path.stem
+        rel = _display(path, root)
+        if not _NAME_RE.fullmatch(name):
+            problems.append(
+                f"{rel}: invalid model name {name!r}: use only letters, digits, '_', '.' and '-'"
+            )
+            continue
+        if name.lower() == DEFAULTS_FILE.removesuffix(".toml"):
+            problems.append(f"{rel}: {name!r} is reserved; shared defaults go in {DEFAULTS_FILE}")
+            continue
+        by_folded.setdefault(name.lower(), []).append(path)
+    files: dict[str, Path] = {}
+    for paths in by_folded.values():
+        if len(paths) > 1:
+            names = ", ".join(_display(p, root) for p in paths)
+            problems.append(
+                f"{names}: model names differ only in case; rename one (they would collide on "
+                "case-insensitive file systems and in build outputs)"
+            )
+            continue
+        files[paths[0].stem] = paths[0]
+    return dict(sorted(files.items()))
+
+
+def _read_toml(path: Path, root: Path, problems: list[str]) -> dict[str, Any] | None:
+    rel = _display(path, root)
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except tomllib.TOMLDecodeError as exc:
+        problems.append(f"{rel}: {_toml_error(exc)}")
+    except UnicodeDecodeError as exc:
+        problems.append(f"{rel}: not valid UTF-8 (byte {exc.start}); TOML files must be UTF-8")
+    except OSError as exc:
+        problems.append(f"{rel}: cannot read: {exc.strerror or exc}")
+    return None
+
+
+def _toml_error(exc: tomllib.TOMLDecodeError) -> str:
+    text = str(exc)
+    match = re.search(r"\s*\(at line (\d+), column (\d+)\)$", text)
+    if match:
+        message = text[: match.start()]
+        return f"line {match[1]}, column {match[2]}: invalid TOML: {v.lower_first(message)}"
+    match = re.search(r"\s*\(at end of document\)$", text)
+    if match:
+        return f"end of file: invalid TOML: {v.lower_first(text[: match.start()])}"
+    return f"invalid TOML: {v.lower_first(text)}"
+
+
+def _check_defaults(defaults: dict[str, Any], path: Path, root: Path, problems: list[str]) -> None:
+    rel = _display(path, root)
+    for key in _DEFAULTS_FORBIDDEN:
+        if key in defaults:
+            problems.append(
+                f"{rel}: {key}: not allowed in defaults (every model sets its own) "
+                f"(got {v.show(defaults[key])})"
+            )
+            del defaults[key]
+
+
+def _merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    """Deep-merge ``over`` onto ``base``: tables merge key by key, anything else is replaced."""
+    merged = dict(base)
+    for key, value in over.items():
+        old = merged.get(key)
+        if isinstance(old, Mapping) and isinstance(value, Mapping):
+            merged[key] = _merge(old, value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _validate(
+    name: str,
+    path: Path,
+    data: dict[str, Any],
+    defaults_path: Path | None,
+    defaults: dict[str, Any],
+    root: Path,
+    problems: list[str],
+) -> ModelConfig | None:
+    """Validate one model (defaults merged under it); report problems against the right file."""
+    merged = _merge(defaults, data)
+    placeholder = not name
+    if placeholder:
+        merged.setdefault("source", "placeholder.onnx")
+
+    def origin(loc: tuple[str | int, ...]) -> Path:
+        if _has_path(data, loc) or defaults_path is None:
+            return path
+        return defaults_path if _has_path(defaults, loc) else path
+
+    bad_locs: set[tuple[str | int, ...]] = set()
+    for loc, value in _find_datetimes(merged):
+        bad_locs.add(loc)
+        problems.append(
+            f"{_display(origin(loc), root)}: {v.dotted(loc)}: must not be a TOML date or time "
+            f"(got {v.show(value)})"
+        )
+    try:
+        # JSON mode + strict: TOML values are already typed, so "4" for an integer, 4.0 for an
+        # integer or "true" for a boolean is a mistake worth reporting, while strings still
+        # validate as paths (python-mode strict would refuse str for Path).
+        # inf/nan must stay numbers: the default JSON encoding turns them into null, which an
+        # optional key would accept.
+        text = pydantic_core.to_json(merged, inf_nan_mode="constants")
+        config = ModelConfig.model_validate_json(text, strict=True)
+    except pydantic.ValidationError as exc:
+        for loc, message in v.problems(exc, merged, ModelConfig, v.TOML):
+            if any(loc[: len(bad)] == bad for bad in bad_locs):
+                continue
+            rel = _display(origin(loc), root)
+            problems.append(f"{rel}: {v.dotted(loc) or '(top level)'}: {message}")
+        return None
+    return None if placeholder or bad_locs else config
+
+
+def _find_datetimes(
+    data: Any, loc: tuple[str | int, ...] = ()
+) -> Iterable[tuple[tuple[str | int, ...], Any]]:
+    if isinstance(data, dt.date | dt.time):
+        yield loc, data
+    elif isinstance(data, Mapping):
+        for key, value in data.items():
+            yield from _find_datetimes(value, (*loc, key))
+    elif isinstance(data, list):
+        for index, value in enumerate(data):
+            yield from _find_datetimes(value, (*loc, index))
+
+
+
+
+
+
+
+
+def _has_path(data: Any, loc: tuple[str | int, ...]) -> bool:
+    node = data
+    for part in loc:
+        if isinstance(node, Mapping) and part in node:
+            node = node[part]
+        else:
+            return False
+    return bool(loc)
+
+
+# --- resolution and project checks ---------------------------------------------------------
+
+
+def _make_spec(
+    name: str, path: Path, config: ModelConfig, root: Path, problems: list[str]
+) -> ModelSpec | None:
+    rel = _display(path, root)
+    resolvable = True
+
+    def place(key: str, raw: Path) -> Path | None:
+        nonlocal resolvable
+        try:
+            where, real = _locate(raw, root)
+        except _SymlinkLoopError:
+            problems.append(f"{rel}: {key}: symlink loop while resolving (got {v.show(str(raw))})")
+            resolvable = False
+            return None
+        if not config.allow_outside_root and not real.is_relative_to(root):
+            problems.append(
+                f"{rel}: {key}: resolves to {real}, outside the project root {root}; set "
+                f"allow_outside_root = true to allow it (got {v.show(str(raw))})"
+            )
+        return where
+
+    source = place("source", config.source)
+    raw_output = config.output or Path("build") / f"{name}_ane.onnx"
+    output = place("output", raw_output)
+    updates: dict[str, Path] = {}
+    for key in type(config.artifacts).model_fields:
+        raw = getattr(config.artifacts, key)
+        if isinstance(raw, Path):
+            where = place(f"artifacts.{key}", raw)
+            if where is not None:
+                updates[key] = where
+    # Paths outside the root are reported but still checked against the other models, so one
+    # run lists every problem; only an unresolvable path (symlink loop) drops the model.
+    if not resolvable or source is None or output is None:
+        return None
+    return ModelSpec(
+        name=name,
+        config_path=path,
+        config=config,
+        source=source,
+        output=output,
+        artifacts=config.artifacts.model_copy(update=updates),
+        root=root,
+    )
+
+
+def _check_project(models: Mapping[str, ModelSpec], root: Path, problems: list[str]) -> None:
+    """Checks across models: clashing outputs, outputs over inputs, outputs in configs/."""
+    config_dir = root / CONFIG_DIR
+    readers: dict[Path, list[tuple[ModelSpec, str]]] = {}  # real path -> (model, key) reading it
+    for spec in models.values():
+        keyed = {"source": spec.source}
+        keyed.update({f"artifacts.{k}": p for k, p in spec.artifact_paths().items()})
+        for key, path in keyed.items():
+            readers.setdefault(_real(path), []).append((spec, key))
+
+    writers: dict[Path, list[ModelSpec]] = {}
+    for spec in models.values():
+        real = _real(spec.output)
+        writers.setdefault(real, []).append(spec)
+        rel = _display(spec.config_path, root)
+        shown = spec.rel(spec.output)
+        if real.is_relative_to(config_dir):
+            problems.append(
+                f"{rel}: output: {shown} is inside {CONFIG_DIR}/; outputs must go elsewhere "
+                f"(e.g. build/{spec.name}_ane.onnx)"
+            )
+        for reader, key in readers.get(real, []):
+            what = (
+                f"this model's {key}"
+                if reader is spec
+                else f"the {key} of model {reader.name!r} ({_display(reader.config_path, root)})"
+            )
+            problems.append(f"{rel}: output: {shown} is also {what}; it would be overwritten")
+    for real, specs in writers.items():
+        if len(specs) > 1:
+            names = ", ".join(_display(s.config_path, root) for s in specs)
+            problems.append(
+                f"{names}: output: these models all write {_display(real, root)}; give each its "
+                "own output"
+            )
+
+
+class _SymlinkLoopError(Exception):
+    pass
+
+
+def _locate(raw: Path, root: Path) -> tuple[Path, Path]:
+    """The absolute path to use and its symlink-resolved form (for containment checks).
+
+    Raises:
+        _SymlinkLoopError: Resolution runs into a symlink loop.
+    """
+    joined = raw if raw.is_absolute() else root / raw
+    real = _real(joined)
+    # Lexically collapsing ".." is wrong after a symlink; fall back to the real path then.
+    return (real if ".." in joined.parts else joined), real
+
+
+def _real(path: Path) -> Path:
+    try:
+        real = Path(os.path.realpath(path))
+        os.stat(real)
+    except RuntimeError as exc:
+        raise _SymlinkLoopError(str(exc)) from exc
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise _SymlinkLoopError(str(exc)) from exc
+    return real
+
+
+def _resolve_dir(path: Path) -> Path:
+    try:
+        return _real(path.absolute())
+    except _SymlinkLoopError as exc:
+        raise ConfigError(f"{path}: symlink loop while resolving the project folder") from exc
+
+
+# --- formatting ----------------------------------------------------------------------------
+
+
+def _flatten(prefix: str, value: Any, root: Path, out: dict[str, SettingValue]) -> None:
+    if isinstance(value, BaseModel):
+        for key in type(value).model_fields:
+            _flatten(f"{prefix}.{key}", getattr(value, key), root, out)
+    elif isinstance(value, Path):
+        out[prefix] = _display(value, root)
+    elif value is None or isinstance(value, str | int | bool):
+        out[prefix] = value
+    elif isinstance(value, float):
+        out[prefix] = value if math.isfinite(value) else str(value)
+    else:
+        out[prefix] = json.dumps(pydantic_core.to_jsonable_python(value), sort_keys=True)
+
+
+def _in_section(key: str, section: str) -> bool:
+    return key == section or key.startswith(section + ".")
+
+
+def _display(path: Path, root: Path) -> str:
+    return path.relative_to(root).as_posix() if path.is_relative_to(root) else str(path)
+
+
+
+
+
