@@ -40,7 +40,7 @@ R12. kstrtou32 in full: optional ``+``; the longest run of digits (none: EINVAL)
 R13. A field counts as present even when empty: an empty value completes an entry, so a 64-byte
     key with an empty value is EINVAL (``foreign-key-len-emptyvalue:64``).
 R14. The key limit counts the raw key, NULs included (``ane-key-padded-len:65`` is EINVAL).
-R15. The 10th byte of a varint may carry any 7 bits; those above bit 63 are dropped
+R15. The 10th byte of a varint may carry any 7 bits: there is no overflow check
     (``top:varint-10th-byte-0x7f`` is accepted).
 U1. Base64 values are decoded after the scan (the scan records where the last value of each key
     is). Decoding each entry as it is scanned gives the same 922 verdicts; the two differ only for

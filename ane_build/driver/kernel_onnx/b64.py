@@ -16,7 +16,7 @@ CHUNK = 1 << 20
 _ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
 _SKIPPED = b"\n\r\t "
 _TO_STANDARD = bytes.maketrans(b"-_", b"+/")
-_NOT_KERNEL_BASE64 = re.compile(rb"[^A-Za-z0-9+/\-_\n\r\t ]")
+_NOT_KERNEL_BASE64 = re.compile(b"[^" + re.escape(_ALPHABET + b"-_" + _SKIPPED) + b"]")
 
 
 class Base64Decoder:

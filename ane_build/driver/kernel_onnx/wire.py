@@ -110,7 +110,7 @@ def _varint(bo: BoImage, pos: int, end: int, at: int, region: str) -> tuple[int,
     for index, byte in enumerate(raw):
         value |= (byte & 0x7F) << (7 * index)
         if byte < 0x80:
-            return value & _U64, pos + index + 1
+            return value, pos + index + 1
     if len(raw) == _VARINT_LIMIT:
         raise refuse("varint-too-long", f"the varint at offset {pos} is over 10 bytes long", pos)
     raise _truncated(at, region, end)
