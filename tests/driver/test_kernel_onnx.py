@@ -168,6 +168,8 @@ def test_field_numbers_wrap_to_their_low_32_bits() -> None:
     assert check_bo(data).td_size == 632
     wrapped_key = tag((1 << 35) + 1, 2) + varint(11) + b"ane.td_size" + ld(2, b"633")
     assert check_bo(even(HEADER + kernel_entries() + ld(14, wrapped_key))).td_size == 633
+    not_an_entry = tag((1 << 16) + 14, 2)
+    assert check_bo(good(not_an_entry + varint(len(body)) + body)).td_size == 628
 
 
 def test_a_length_past_the_end_of_the_bo_is_einval() -> None:
@@ -586,6 +588,13 @@ def test_a_replaced_bad_decimal_still_fails() -> None:
 )
 def test_post_scan_checks(entries: bytes, rule: str) -> None:
     assert outcome(even(HEADER + entries)) == (errno.EINVAL, rule)
+
+
+def test_a_zero_size_is_located_at_its_value() -> None:
+    data = even(HEADER + kernel_entries(td_count=b"0"))
+    verdict = check_bo(data)
+    assert (verdict.rule, verdict.offset) == ("td-zero", data.index(b"ane.td_count") + 14)
+    assert data[verdict.offset : verdict.offset + 1] == b"0"
 
 
 def test_weights_are_optional() -> None:
