@@ -716,6 +716,17 @@ def test_a_refused_bo_is_left_as_it_was() -> None:
     assert bo == old
 
 
+def test_a_translated_bo_no_longer_holds_a_container() -> None:
+    container = good()
+    bo = bytearray(round_up(len(container), PAGE_SIZE))
+    bo[: len(container)] = container
+    assert prepare_submit(memoryview(bo)).ok
+    translated = bytes(bo)
+    again = prepare_submit(memoryview(bo))
+    assert again.errno == errno.EINVAL
+    assert bo == translated
+
+
 def test_prepare_submit_needs_a_writable_bo() -> None:
     with pytest.raises(TypeError, match="writable"):
         prepare_submit(memoryview(bytes(PAGE_SIZE)))
