@@ -1,4 +1,4 @@
-"""The fork kernel's ONNX parser, rule by rule (the R/U numbers of ane_build.driver.kernel_onnx).
+"""The fork kernel's ONNX parser, rule by rule (the numbers of ane_build.driver.kernel_onnx).
 
 Every container is built here, in code; every expected value is the kernel's verdict (DESIGN
 section 3 and the kernel vectors), not what the old simulator did.
@@ -60,7 +60,7 @@ HEADER = tag(1, 0) + varint(8) + ld(7, b"a graph the kernel skips")
 
 
 def even(data: bytes) -> bytes:
-    """``data``, made even-length with a skipped 3-byte field when it is odd (R3)."""
+    """``data``, made even-length with a skipped 3-byte field when it is odd (rule 3)."""
     return data if len(data) % 2 == 0 else data + tag(1, 0) + varint(128)
 
 
@@ -110,12 +110,12 @@ def image(microcode: bytes = MICROCODE, weights: bytes = WEIGHTS) -> bytes:
     return microcode + bytes(round_up(len(microcode), 16) - len(microcode)) + weights
 
 
-# --- R2: tags and varints ------------------------------------------------------------------------
+# --- Rules 2, 14, 15: tags and varints ------------------------------------------------------------
 
 
 @pytest.mark.parametrize("last", [0x01, 0x7F], ids=["bit-63", "bits-past-64"])
 def test_a_ten_byte_varint_is_skipped_and_its_high_bits_dropped(last: int) -> None:
-    assert outcome(good(tag(1, 0) + b"\xff" * 9 + bytes([last]))) == OK  # R15
+    assert outcome(good(tag(1, 0) + b"\xff" * 9 + bytes([last]))) == OK  # rule 14
 
 
 def test_an_eleven_byte_varint_is_einval() -> None:
@@ -198,7 +198,7 @@ def test_inside_an_entry_the_entry_is_the_end() -> None:
     assert outcome(good(ld(14, tag(3, 5) + b"\x01\x02"))) == (errno.EINVAL, "truncated-tag")
 
 
-# --- R1, R3: the whole BO, zero bytes ------------------------------------------------------------
+# --- Rules 1, 3: the whole BO, zero bytes ---------------------------------------------------------
 
 
 @pytest.mark.parametrize("value_len", range(4))
@@ -285,7 +285,7 @@ def test_a_two_gib_zero_tail_is_counted_not_read() -> None:
     assert peak < 1 << 20
 
 
-# --- R4-R7, R13, R14: entries --------------------------------------------------------------------
+# --- Rules 4, 12, 13: entries ---------------------------------------------------------------------
 
 
 def test_the_value_may_come_before_the_key() -> None:
@@ -368,7 +368,7 @@ def test_field_14_of_another_wire_type_is_skipped() -> None:
     assert outcome(good(tag(14, 0) + varint(7), tag(14, 5) + bytes(4))) == OK
 
 
-# --- R8: base64 ----------------------------------------------------------------------------------
+# --- Rules 5, 16: base64 --------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -489,7 +489,7 @@ def test_microcode_decoding_to_nothing_is_einval_weights_may(text: bytes) -> Non
     assert (verdict.errno, verdict.weights_len) == (0, 0)
 
 
-# --- R9, R11, R12: decimals ----------------------------------------------------------------------
+# --- Rules 6, 10, 11: decimals --------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -552,7 +552,7 @@ def test_kstrtou32_refuses(value: bytes, err: int, rule: str) -> None:
 
 
 def test_decimals_are_parsed_during_the_scan() -> None:
-    # R11: the odd tail would be EINVAL, but the scan stops at the out-of-range value first.
+    # Rule 10: the odd tail would be EINVAL, but the scan stops at the out-of-range value first.
     data = odd(HEADER + kernel_entries(td_size=b"4294967296"))
     verdict = check_bo(data)
     assert (verdict.errno, verdict.rule) == (errno.ERANGE, "decimal-range")
@@ -571,7 +571,7 @@ def test_a_replaced_bad_decimal_still_fails() -> None:
     assert outcome(data) == (errno.EINVAL, "decimal-invalid")
 
 
-# --- R10, U1: after the scan ---------------------------------------------------------------------
+# --- Rule 7, U1, U4: after the scan ---------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -644,7 +644,7 @@ def test_check_bo_defaults_to_the_page_rounded_bo_and_refuses_a_smaller_one() ->
         check_bo(data, len(data) - 1)
 
 
-# --- R10: the in-place rewrite -------------------------------------------------------------------
+# --- Rules 7, 8: the in-place rewrite -------------------------------------------------------------
 
 STALE_FIELD = tag(1, 5) + b"\xa5\xa5\xa5\xa5"  # a stale pattern the parser skips
 
@@ -732,7 +732,7 @@ def test_prepare_submit_needs_a_writable_bo() -> None:
         prepare_submit(memoryview(bytes(PAGE_SIZE)))
 
 
-# --- parse_entries ------------------------------------------------------------------------------
+# --- parse_entries --------------------------------------------------------------------------------
 
 
 def test_parse_entries_sees_what_the_kernel_sees() -> None:
@@ -759,7 +759,7 @@ def test_parse_entries_raises_only_for_the_scan() -> None:
     assert caught.value.verdict.rule == "truncated-tag"
 
 
-# --- Properties ----------------------------------------------------------------------------------
+# --- Properties -----------------------------------------------------------------------------------
 
 
 @settings(max_examples=40, deadline=None)

@@ -1,4 +1,4 @@
-"""R8: the kernel's base64 loop, fed in chunks so payloads of any size decode in flat memory."""
+"""Rules 5 and 16: the kernel's base64 loop, fed in chunks so any payload decodes in flat memory."""
 
 from __future__ import annotations
 
@@ -100,7 +100,7 @@ def decode_pieces(
 
 
 def decode_base64(text: Buffer) -> bytes:
-    """Decode base64 exactly as the fork kernel does (R8).
+    """Decode base64 exactly as the fork kernel does (rule 5).
 
     Args:
         text: The base64 text.

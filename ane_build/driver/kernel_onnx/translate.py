@@ -1,4 +1,4 @@
-"""R10: the checks after the scan, the fit check, and the in-place rewrite of the BO."""
+"""Rules 7 and 8: the checks after the scan, the fit check, and the in-place rewrite of the BO."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""R1-R7, R9, R11-R15: the scan of the whole BO, its entries and their decimals."""
+"""Rules 1-4, 6 and 10-15: the scan of the whole BO, its entries and their decimals."""
 
 from __future__ import annotations
 
@@ -138,6 +138,8 @@ def fields(bo: BoImage, start: int, end: int, region: str) -> Iterator[Field]:
     pos = start
     while pos < end:
         if bo.byte(pos) == 0:
+            # A zero is a field-0 varint tag and a pair of them a whole field, so only the run's
+            # parity matters: measure it instead of parsing it pair by pair.
             run = bo.zero_run(pos, end)
             if run % 2 and pos + run == end:
                 raise _odd_zeros(pos, run, region, end)
@@ -172,6 +174,8 @@ def _kstrtou32(value: bytes, name: str, offset: int | None) -> int:
     count = len(digits) - len(digits.lstrip(b"0123456789"))
     number = int(digits[:count]) if count else 0
     shown = f"{name} = {value!r}"
+    # kstrtoull flags a 64-bit overflow while reading the digits, before it looks past them;
+    # the 32-bit range is kstrtou32's own check on a result that was otherwise valid.
     if number > _U64:
         raise refuse("decimal-range", f"{shown} overflows 64 bits", offset, ERANGE)
     if not count or digits[count:] not in (b"", b"\n"):
@@ -183,7 +187,7 @@ def _kstrtou32(value: bytes, name: str, offset: int | None) -> int:
 
 
 def parse_decimal(value: bytes) -> int:
-    """Parse a td_size/td_count value as the kernel does (R9, R12).
+    """Parse a td_size/td_count value as the kernel does (rules 6 and 11).
 
     Args:
         value: The raw metadata value.
@@ -215,16 +219,17 @@ def _entry(bo: BoImage, entry: Field, scan: Scan) -> None:
         elif part.number == _VALUE_FIELD:
             value = part
     if key is None or value is None:
-        return
+        return  # before the length check: an incomplete entry never fails, whatever its key
     if key.stop - key.start >= ONNX_KEY_LIMIT:
         detail = (
             f"{region} has a key of {key.stop - key.start} bytes "
             f"(the kernel refuses {ONNX_KEY_LIMIT} or more)"
         )
         raise refuse("key-too-long", detail, key.at)
+    # The kernel copies the key into a NUL-terminated buffer and compares C strings.
     name = bo.read(key.start, key.stop).split(b"\0", 1)[0]
     scan.entries[name] = (value.start, value.stop)
-    if name in (TD_SIZE_KEY, TD_COUNT_KEY):
+    if name in (TD_SIZE_KEY, TD_COUNT_KEY):  # parsed now, not after the scan (rule 10)
         shown = f"{name.decode()} at offset {value.start}"
         _check_number_length(value.stop - value.start, shown, value.start)
         scan.numbers[name] = _kstrtou32(bo.read(value.start, value.stop), shown, value.start)
