@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import errno as errno_mod
 import os
+from typing import Protocol
 
 
 class AneError(Exception):
@@ -59,6 +60,60 @@ class AneFormatError(AneError, ValueError):
 
 class WireFormatError(AneFormatError):
     """The protobuf wire encoding of an ONNX file is truncated or malformed."""
+
+
+class KernelVerdictView(Protocol):
+    """What a `KernelRejection` carries: a ``driver.kernel_onnx.KernelVerdict`` has these fields.
+
+    Declared here as a protocol because this module imports nothing from the package.
+    """
+
+    @property
+    def errno(self) -> int:
+        """The errno the kernel returns: 0, ``EINVAL`` or ``ERANGE``."""
+
+    @property
+    def stage(self) -> str:
+        """``"translate"`` (the parser) or ``"submit"`` (the fit check) decided."""
+
+    @property
+    def rule(self) -> str:
+        """A short stable id of the rule that decided, e.g. ``"truncated-tag"``."""
+
+    @property
+    def detail(self) -> str:
+        """One sentence with the offsets and values involved."""
+
+    @property
+    def offset(self) -> int | None:
+        """The offset of the deciding problem, when there is one."""
+
+
+class KernelRejection(AneFormatError):  # noqa: N818 - the name the driver API uses
+    """Bytes the fork kernel's ONNX parser would refuse, with the kernel's verdict.
+
+    Attributes:
+        verdict: Why: errno, stage (``"translate"`` or ``"submit"``), rule id, detail, offset.
+        errno: The errno the kernel returns (``EINVAL`` or ``ERANGE``).
+    """
+
+    def __init__(self, verdict: KernelVerdictView) -> None:
+        name = errno_mod.errorcode.get(verdict.errno, str(verdict.errno))
+        super().__init__(f"the kernel refuses this with {name} ({verdict.rule}): {verdict.detail}")
+        self.verdict = verdict
+        self.errno = verdict.errno
+
+
+class Base64Error(KernelRejection):
+    """Base64 text the kernel's decoder refuses.
+
+    Attributes:
+        offset: Where the first invalid byte is (in the text, or in the BO when scanning one).
+    """
+
+    def __init__(self, verdict: KernelVerdictView, offset: int) -> None:
+        super().__init__(verdict)
+        self.offset = offset
 
 
 class DescriptorChainError(AneFormatError):

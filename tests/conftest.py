@@ -1,9 +1,12 @@
-"""Shared pytest fixtures: the real compiler samples (read in place, skipped when absent)."""
+"""Shared pytest fixtures: anec samples and kernel vectors (read in place, skipped when absent)."""
 
 from __future__ import annotations
 
+import functools
+import json
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -27,6 +30,36 @@ def anec_samples() -> Path:
     if folder is None:
         pytest.skip("../shared/anec-samples is not present in this checkout")
     return folder
+
+
+KERNEL_VECTORS_FILE = "fork-onnx-parser.jsonl"
+
+
+def kernel_vectors_path() -> Path | None:
+    """The fork kernel's ONNX parser verdicts (``ANE_KERNEL_VECTORS``: the file or its folder)."""
+    env = os.environ.get("ANE_KERNEL_VECTORS")
+    path = Path(env) if env else REPO.parent / "shared" / "kernel-vectors"
+    if path.is_dir():
+        path = path / KERNEL_VECTORS_FILE
+    return path if path.is_file() else None
+
+
+@functools.cache
+def load_kernel_vectors() -> tuple[dict[str, Any], ...]:
+    """Every kernel vector, in file order; empty when the file is absent."""
+    path = kernel_vectors_path()
+    if path is None:
+        return ()
+    return tuple(json.loads(line) for line in path.read_text().splitlines() if line.strip())
+
+
+@pytest.fixture
+def kernel_vectors() -> tuple[dict[str, Any], ...]:
+    """The kernel vectors; skips the test when this checkout has none beside it."""
+    vectors = load_kernel_vectors()
+    if not vectors:
+        pytest.skip("../shared/kernel-vectors is not present in this checkout")
+    return vectors
 
 
 def _hardware_problem() -> str | None:
