@@ -329,12 +329,6 @@ def _find_datetimes(
             yield from _find_datetimes(value, (*loc, index))
 
 
-
-
-
-
-
-
 def _has_path(data: Any, loc: tuple[str | int, ...]) -> bool:
     node = data
     for part in loc:
@@ -489,8 +483,3 @@ def _in_section(key: str, section: str) -> bool:
 
 def _display(path: Path, root: Path) -> str:
     return path.relative_to(root).as_posix() if path.is_relative_to(root) else str(path)
-
-
-
-
-

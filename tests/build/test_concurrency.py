@@ -24,14 +24,22 @@ from pathlib import Path
 
 import pytest
 
+from ane_build.build.context import BuildContext
+from ane_build.build.reasons import why
+from ane_build.build.runner import run_doit
 from ane_build.build.state import project_lock
 from ane_build.container.metadata import parse_ane_metadata
 from ane_build.container.verify import verify_container
-from ane_build.build.context import BuildContext
-from ane_build.build.runner import run_doit
-from ane_build.build.reasons import why
-
-from tests.helpers import TIMEOUT, all_temps, check_state, converted, make_project, set_toolchain, sha256_file, wait_for
+from tests.helpers import (
+    TIMEOUT,
+    all_temps,
+    check_state,
+    converted,
+    make_project,
+    set_toolchain,
+    sha256_file,
+    wait_for,
+)
 
 WAITING = "waiting for the build lock"
 

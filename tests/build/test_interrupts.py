@@ -9,7 +9,6 @@ import time
 from pathlib import Path
 
 from ane_build.build.state import project_lock
-
 from tests.helpers import make_project, wait_for
 
 
@@ -61,8 +60,13 @@ def test_convert_to_ane_while_writing(tmp_path: Path) -> None:
     make_project(root, models=1, weights=512 << 20)
     argv = ["convert-to-ane", "models/m0.onnx", "--anec", "compiler-out/m0/m0.anec", "-o", "o.onnx"]
     proc = subprocess.Popen(
-        [sys.executable, "-c", "import sys; from ane_build.cli import convert_main; "
-         "sys.exit(convert_main(sys.argv[1:]))", *argv[1:]],
+        [
+            sys.executable,
+            "-c",
+            "import sys; from ane_build.cli import convert_main; "
+            "sys.exit(convert_main(sys.argv[1:]))",
+            *argv[1:],
+        ],
         cwd=root,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pydantic
@@ -12,9 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ane_build.build.config import DeployConfig, ModelConfig, config_schema, schema_text
-from ane_build.build.project import load_project
-
 from ane_build.build.layout import find_project_root
+from ane_build.build.project import load_project
 from ane_build.build.taskgraph import CONVERT_SECTIONS, DEPLOY_SECTIONS, settings_digest
 from ane_build.errors import ConfigError
 
@@ -139,8 +137,8 @@ def test_every_problem_in_every_file_is_listed(tmp_path: Path) -> None:
         },
     )
     assert problems(tmp_path) == [
-        'configs/a.toml: deploy.device: must be "auto", "sim", "sim:stock" or a device node path under /dev/ '
-        '(got "accel0")',
+        'configs/a.toml: deploy.device: must be "auto", "sim", "sim:stock" or a device node '
+        'path under /dev/ (got "accel0")',
         'configs/a.toml: deploy.submit_mode: must be "onnx" or "direct" (got "fast")',
         'configs/b.toml: allow_outside_root: must be true or false (got "yes")',
         'configs/b.toml: artifacts.td_count: must be an integer (got "4")',

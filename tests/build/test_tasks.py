@@ -8,11 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from ane_build.container.metadata import parse_ane_metadata
 from ane_build.build.context import BuildContext
-from ane_build.build.runner import run_doit
 from ane_build.build.reasons import why
-
+from ane_build.build.runner import run_doit
+from ane_build.container.metadata import parse_ane_metadata
 from tests.helpers import generate_all
 
 REPO = Path(__file__).resolve().parents[2]

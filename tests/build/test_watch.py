@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from ane_build.errors import ConfigError
 from ane_build.build.watch import Watcher, WatchLimitError
+from ane_build.errors import ConfigError
 
 QUIET = 0.5  # how long "nothing else happens" is observed; several debounce periods
 

@@ -26,7 +26,7 @@ from ane_build.driver.kernel_onnx import (
 from ane_build.driver.kernel_onnx.b64 import CHUNK
 from ane_build.driver.kernel_onnx.translate import check_fit
 from ane_build.driver.uapi import PAGE_SIZE, round_up
-from ane_build.errors import AneFormatError, Base64Error, KernelRejection
+from ane_build.errors import AneFormatError, Base64Error, InvalidArgumentError, KernelRejection
 
 MICROCODE = bytes(range(1, 101))  # 100 bytes: the weights go at 112
 WEIGHTS = bytes(range(256)) * 3
@@ -640,7 +640,7 @@ def test_check_bo_defaults_to_the_page_rounded_bo_and_refuses_a_smaller_one() ->
     data = odd(HEADER + kernel_entries())
     assert check_bo(data).offset == len(data)
     assert check_bo(data, round_up(len(data), PAGE_SIZE)) == check_bo(data)
-    with pytest.raises(ValueError, match="cannot hold"):
+    with pytest.raises(InvalidArgumentError, match="cannot hold"):
         check_bo(data, len(data) - 1)
 
 
@@ -728,7 +728,7 @@ def test_a_translated_bo_no_longer_holds_a_container() -> None:
 
 
 def test_prepare_submit_needs_a_writable_bo() -> None:
-    with pytest.raises(TypeError, match="writable"):
+    with pytest.raises(InvalidArgumentError, match="writable"):
         prepare_submit(memoryview(bytes(PAGE_SIZE)))
 
 

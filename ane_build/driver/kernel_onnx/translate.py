@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
-from ...errors import KernelRejection
+from ...errors import InvalidArgumentError, KernelRejection
 from ..uapi import ANE_CMD_GRAN, round_up
 from .b64 import decode_pieces
 from .verdict import Buffer, KernelVerdict, refuse, refused
@@ -142,7 +142,7 @@ def check_bo(data: Buffer, bo_size: int | None = None) -> KernelVerdict:
         The verdict of both stages (parser, then fit check).
 
     Raises:
-        ValueError: ``bo_size`` is smaller than ``data``.
+        InvalidArgumentError: ``bo_size`` is smaller than ``data``.
     """
     return _evaluate(BoImage.holding(data, bo_size))[0]
 
@@ -162,11 +162,11 @@ def prepare_submit(bo: memoryview) -> KernelVerdict:
         The verdict; on success its sizes are what the kernel writes back into the submit.
 
     Raises:
-        TypeError: ``bo`` is read-only.
+        InvalidArgumentError: ``bo`` is read-only.
     """
     view = bo.cast("B")
     if view.readonly:
-        raise TypeError("prepare_submit rewrites the BO in place; it needs a writable buffer")
+        raise InvalidArgumentError("prepare_submit rewrites the BO in place; it needs it writable")
     image = BoImage(view, len(view))
     verdict, plan = _evaluate(image)
     if plan is not None:

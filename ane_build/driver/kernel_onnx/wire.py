@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from errno import ERANGE
 
-from ...errors import KernelRejection
+from ...errors import InvalidArgumentError, KernelRejection
 from ..uapi import ONNX_KEY_LIMIT, ONNX_NUMBER_LIMIT, PAGE_SIZE, round_up
 from .b64 import CHUNK
 from .verdict import Buffer, refuse
@@ -44,7 +44,9 @@ class BoImage:
         view = memoryview(data).cast("B")
         size = round_up(len(view), PAGE_SIZE) if bo_size is None else bo_size
         if size < len(view):
-            raise ValueError(f"a BO of {size} bytes cannot hold {len(view)} bytes of data")
+            raise InvalidArgumentError(
+                f"a BO of {size} bytes cannot hold {len(view)} bytes of data"
+            )
         return cls(view, size)
 
     def byte(self, pos: int) -> int:
@@ -83,12 +85,17 @@ class BoImage:
 
 @dataclass(frozen=True)
 class Field:
-    """A length-delimited field: its number, tag offset and content ``[start, stop)``."""
+    """A field: its number, wire type, tag offset, and content ``[start, stop)``.
+
+    For a length-delimited field the content is what the length prefix covers; for the others it
+    is the varint or fixed-size value.
+    """
 
     number: int
     at: int
     start: int
     stop: int
+    wire: int = 2
 
 
 def _truncated(at: int, region: str, end: int) -> KernelRejection:
@@ -129,8 +136,8 @@ def _skip(bo: BoImage, tag: int, at: int, pos: int, end: int, region: str) -> in
     return pos + size
 
 
-def fields(bo: BoImage, start: int, end: int, region: str) -> Iterator[Field]:
-    """The wire-2 fields in ``[start, end)``, every other field skipped as the kernel does.
+def all_fields(bo: BoImage, start: int, end: int, region: str) -> Iterator[Field]:
+    """Every field in ``[start, end)`` the kernel's loop steps over, zero pairs left out.
 
     Raises:
         KernelRejection: Where the kernel's loop fails (``region`` names the span in messages).
@@ -149,7 +156,9 @@ def fields(bo: BoImage, start: int, end: int, region: str) -> Iterator[Field]:
         at = pos
         tag, pos = _varint(bo, pos, end, at, region)
         if tag & 7 != _WIRE_LEN:
+            value = pos
             pos = _skip(bo, tag, at, pos, end, region)
+            yield Field((tag >> 3) & _U32, at, value, pos, tag & 7)
             continue
         length, pos = _varint(bo, pos, end, at, region)
         if length > end - pos:
@@ -160,6 +169,15 @@ def fields(bo: BoImage, start: int, end: int, region: str) -> Iterator[Field]:
             raise refuse("length-past-end", detail, at)
         yield Field((tag >> 3) & _U32, at, pos, pos + length)
         pos += length
+
+
+def fields(bo: BoImage, start: int, end: int, region: str) -> Iterator[Field]:
+    """The length-delimited fields in ``[start, end)``; the kernel skips every other one.
+
+    Raises:
+        KernelRejection: Where the kernel's loop fails (``region`` names the span in messages).
+    """
+    return (f for f in all_fields(bo, start, end, region) if f.wire == _WIRE_LEN)
 
 
 def _check_number_length(length: int, name: str, offset: int | None) -> None:
