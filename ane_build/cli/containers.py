@@ -93,10 +93,14 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    """``verify``: every kernel rule and our own; exit 1 when a check fails."""
+    """``verify``: the kernel's verdict, our rules, portability; exit 1 when a check fails."""
     from ..container import verify_container
 
-    report = verify_container(args.model)
+    progress = Progress(f"verifying {args.model}")
+    try:
+        report = verify_container(args.model, portable=args.strict, progress=progress)
+    finally:
+        progress.finish()
     print(report.summary())
     return EXIT_OK if report.ok else EXIT_FAILED
 
@@ -125,6 +129,11 @@ def add_parsers(sub: Any) -> None:
 
     verify = sub.add_parser("verify", help="check a container against every kernel rule")
     verify.add_argument("model", type=Path)
+    verify.add_argument(
+        "--strict",
+        action="store_true",
+        help="fail, not warn, on what the kernel accepts but other readers refuse",
+    )
     verify.set_defaults(func=cmd_verify)
 
     submit = sub.add_parser("submit", help="submit a container to a device or the simulator")

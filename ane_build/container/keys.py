@@ -24,6 +24,8 @@ KEY_SOURCE_SHA256 = "ane.source.sha256"
 KEY_TOOLCHAIN = "ane.toolchain"
 KEY_IO = "ane.io"
 KEY_TILES = "ane.tiles"
+# Empty; present only to make a container's length even (see `writer`); every reader ignores it.
+KEY_PAD = "ane.pad"
 ANE_KEY_PREFIX = "ane."
 REQUIRED_KEYS = (KEY_MICROCODE, KEY_TD_SIZE, KEY_TD_COUNT)
 CONTAINER_FORMAT = "1"

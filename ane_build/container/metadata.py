@@ -6,13 +6,12 @@ This module must not parse the graph, read external data or touch devices.
 
 from __future__ import annotations
 
-import binascii
-import re
 from collections.abc import Iterator, Sequence
 from typing import BinaryIO
 
-from .._typing import BytesLike
+from ..driver.kernel_onnx.b64 import Base64Decoder
 from ..errors import (
+    Base64Error,
     MetadataError,
     MissingAneMetadataError,
 )
@@ -40,7 +39,6 @@ from .scan import (
     Entry,
     ModelSource,
     Scan,
-    bad_value,
     iter_range,
     open_model,
     read_text,
@@ -50,28 +48,28 @@ from .types import AneModelMetadata, AnePayloads
 from .values import parse_decimal, parse_digest, parse_io, parse_tiles
 
 _B64_PROBE = 1024
-_WHITESPACE = b" \t\n\r\v\f"
-_URLSAFE_TO_STD = bytes.maketrans(b"-_", b"+/")
-_STD_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
-_NOT_KERNEL_B64 = re.compile(rb"[^A-Za-z0-9+/\-_= \t\n\r\v\f]")
+# What the kernel's base64 loop skips.
+_WHITESPACE = b" \t\n\r"
 
 
 def _data_chars(text: bytes) -> int:
-    """Number of base64 data characters in ``text`` (whitespace and padding excluded)."""
-    return len(text.translate(None, _WHITESPACE + b"="))
+    """Base64 data characters the kernel decodes in ``text``: those before the first ``=``."""
+    return len(text.split(b"=", 1)[0].translate(None, _WHITESPACE))
 
 
-def _has_whitespace(text: bytes) -> bool:
-    return len(text.translate(None, _WHITESPACE)) != len(text)
+def _irregular(text: bytes) -> bool:
+    """Whether ``text`` holds whitespace or an ``=``: then only counting finds the length."""
+    return len(text.translate(None, _WHITESPACE + b"=")) != len(text)
 
 
-def _b64_decoded_length(stream: BinaryIO, label: str, entry: Entry) -> int:
-    """Decoded length of a base64 value from its length, its padding and a look at both ends.
+def _b64_decoded_length(stream: BinaryIO, entry: Entry) -> int:
+    """Decoded length of a base64 value, from its length and a look at both ends.
 
-    The exact count needs every character when the text has whitespace in it; a look at its head
-    and tail finds the line-wrapped encodings, and only those are counted in full. Whitespace
-    only in the middle of a long value is missed (the length comes out too large), except when
-    the estimate is impossible for base64 (one more than a multiple of 4): that is counted in full.
+    The kernel decodes the characters before the first ``=`` and drops leftover bits. The exact
+    count needs every character when the text has whitespace or an early ``=`` in it; a look at
+    its head and tail finds the line-wrapped encodings, and only those are counted in full.
+    Whitespace only in the middle of a long value is missed (the length comes out too large);
+    `verify_container` decodes everything and states the true length.
     """
     start, length = entry.value_offset, entry.value_length
     if length <= 2 * _B64_PROBE:
@@ -79,21 +77,11 @@ def _b64_decoded_length(stream: BinaryIO, label: str, entry: Entry) -> int:
     else:
         head = pw.read_range(stream, start, _B64_PROBE)
         tail = pw.read_range(stream, start + length - _B64_PROBE, _B64_PROBE)
-        if _has_whitespace(head) or _has_whitespace(tail):
+        if _irregular(head) or _irregular(tail.rstrip(b"=")):
             chars = sum(_data_chars(chunk) for chunk in iter_range(stream, start, length))
         else:
             chars = length - (len(tail) - len(tail.rstrip(b"=")))
-            if chars % 4 == 1:
-                # No whitespace-free base64 has this length: there is whitespace in the middle.
-                chars = sum(_data_chars(chunk) for chunk in iter_range(stream, start, length))
-    if chars % 4 == 1:
-        raise bad_value(
-            label,
-            entry.key,
-            None,
-            f"not valid base64: {chars} data characters is one more than a multiple of 4",
-        )
-    return chars * 3 // 4
+    return chars * 6 // 8
 
 
 def missing_message(label: str, missing: Sequence[str]) -> str:
@@ -134,8 +122,7 @@ def metadata_from_scan(scan: Scan, stream: BinaryIO) -> AneModelMetadata:
         return None if value is None else parse_digest(value, key, label)
 
     lengths = {
-        p.name: _b64_decoded_length(stream, label, ane[p.b64]) if p.b64 in ane else 0
-        for p in PAYLOADS
+        p.name: _b64_decoded_length(stream, ane[p.b64]) if p.b64 in ane else 0 for p in PAYLOADS
     }
     io_text, tiles_text = text(KEY_IO), text(KEY_TILES)
     return AneModelMetadata(
@@ -184,91 +171,24 @@ def parse_ane_metadata(model: ModelSource) -> AneModelMetadata:
         return metadata_from_scan(scan_container(stream, label), stream)
 
 
-class _KernelBase64Decoder:
-    """Incremental base64 decoder with the fork kernel's rules.
-
-    Both alphabets (standard and URL-safe, even mixed), ASCII whitespace skipped anywhere, ``=``
-    padding optional but, when present, exactly what completes the last group and only at the end;
-    a dangling single character is invalid.
-    """
-
-    def __init__(self, label: str, key: str) -> None:
-        self._label = label
-        self._key = key
-        self._carry = b""
-        self._pad = 0
-        self._offset = 0
-
-    def _fail(self, reason: str) -> MetadataError:
-        return MetadataError(f"{self._label}: {self._key} is not valid base64: {reason}")
-
-    def _invalid(self, raw: bytes, start: int, reason: str) -> MetadataError:
-        # A byte outside both alphabets explains any failure best, so it is named first.
-        bad = _NOT_KERNEL_B64.search(raw)
-        if bad:
-            reason = f"invalid byte {bad.group()!r} at value byte {start + bad.start()}"
-        return self._fail(reason)
-
-    def feed(self, raw: bytes) -> bytes:
-        """Decode what ``raw`` completes; keep the rest for the next call."""
-        start = self._offset
-        self._offset += len(raw)
-        text = raw.translate(_URLSAFE_TO_STD, _WHITESPACE)
-        if not text:
-            return b""
-        eq = text.find(b"=")
-        if self._pad or eq >= 0:
-            data, pads = (text[:eq], text[eq:]) if eq >= 0 else (text, b"")
-            if (self._pad and data) or pads.strip(b"="):
-                raise self._invalid(
-                    raw, start, f"data after '=' padding (in value bytes {start}..{self._offset})"
-                )
-            self._pad += len(pads)
-            text = data
-        block = self._carry + text if self._carry else text
-        cut = len(block) - len(block) % 4
-        self._carry = block[cut:]
-        try:
-            decoded: bytes | None = binascii.a2b_base64(block[:cut], strict_mode=True)
-        except binascii.Error:
-            decoded = None
-        if decoded is None or self._carry.translate(None, _STD_ALPHABET):
-            raise self._invalid(raw, start, "invalid data")
-        return decoded
-
-    def finish(self) -> bytes:
-        """Decode the final partial group and check the padding."""
-        rest = len(self._carry)
-        if rest == 1:
-            raise self._fail("a single character dangles after the last complete group")
-        if self._pad and (rest == 0 or self._pad != 4 - rest):
-            raise self._fail(f"{self._pad} '=' do not complete the last group")
-        if not rest:
-            return b""
-        try:
-            return binascii.a2b_base64(self._carry + b"=" * (4 - rest), strict_mode=True)
-        except binascii.Error:
-            raise self._fail(f"invalid data {self._carry!r} at the end") from None
-
-
-def decode_kernel_base64(data: BytesLike, *, key: str = "value", label: str = "<bytes>") -> bytes:
-    """Decode base64 exactly as the fork kernel does (see `_KernelBase64Decoder` for the rules).
+def iter_decoded(stream: BinaryIO, label: str, entry: Entry) -> Iterator[bytes]:
+    """Decode an entry's base64 value in chunks, with the kernel's own rules.
 
     Raises:
-        MetadataError: The text is not valid base64 under those rules (names ``key``).
+        MetadataError: The value is not base64 as the kernel reads it (names the key, the
+            offset in the file and the byte).
     """
-    decoder = _KernelBase64Decoder(label, key)
-    return decoder.feed(bytes(data)) + decoder.finish()
-
-
-def iter_decoded(stream: BinaryIO, label: str, entry: Entry) -> Iterator[bytes]:
-    """Decode an entry's base64 value in chunks, as the kernel reads it."""
-    decoder = _KernelBase64Decoder(label, entry.key)
-    for raw in iter_range(stream, entry.value_offset, entry.value_length):
-        chunk = decoder.feed(raw)
-        if chunk:
-            yield chunk
-    tail = decoder.finish()
+    decoder = Base64Decoder(entry.value_offset, f"{label}: {entry.key}")
+    try:
+        for raw in iter_range(stream, entry.value_offset, entry.value_length):
+            chunk = decoder.feed(raw)
+            if chunk:
+                yield chunk
+            if decoder.ended:
+                break
+        tail = decoder.finish()
+    except Base64Error as exc:
+        raise MetadataError(f"{label}: {entry.key} is not valid base64: {exc}") from exc
     if tail:
         yield tail
 

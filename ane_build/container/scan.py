@@ -63,6 +63,10 @@ class Scan:
         # protobuf semantics would keep both; the last one wins like a map, and checks flag it.
         return {e.key: e for e in self.entries if e.key.startswith(ANE_KEY_PREFIX)}
 
+    def keys(self) -> tuple[str, ...]:
+        """Every metadata key, in file order."""
+        return tuple(entry.key for entry in self.entries)
+
     def duplicate_keys(self) -> list[str]:
         """Keys that appear more than once, in order of their second appearance."""
         seen: set[str] = set()

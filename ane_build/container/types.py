@@ -61,11 +61,17 @@ class AnePayloads:
 
 @dataclass(frozen=True)
 class Check:
-    """One verification rule and its outcome."""
+    """One verification rule and its outcome; a failed warning does not fail the report."""
 
     name: str
     ok: bool
     detail: str = ""
+    warning: bool = False
+
+    @property
+    def status(self) -> str:
+        """``PASS``, ``FAIL`` or ``WARN``."""
+        return "PASS" if self.ok else "WARN" if self.warning else "FAIL"
 
 
 @dataclass
@@ -84,26 +90,32 @@ class VerifyReport:
 
     @property
     def ok(self) -> bool:
-        """True when every check passed (and there was at least one)."""
-        return bool(self.checks) and all(check.ok for check in self.checks)
+        """True when every check passed or only warned (and there was at least one)."""
+        return bool(self.checks) and not self.failures
 
     @property
     def failures(self) -> list[Check]:
-        """The checks that failed."""
-        return [check for check in self.checks if not check.ok]
+        """The checks that failed (warnings excluded)."""
+        return [check for check in self.checks if not check.ok and not check.warning]
 
-    def add(self, name: str, ok: bool, detail: str = "") -> None:
+    @property
+    def warnings(self) -> list[Check]:
+        """The checks that warned."""
+        return [check for check in self.checks if not check.ok and check.warning]
+
+    def add(self, name: str, ok: bool, detail: str = "", *, warning: bool = False) -> None:
         """Record one check."""
-        self.checks.append(Check(name, ok, detail))
+        self.checks.append(Check(name, ok, detail, warning))
 
     def summary(self) -> str:
-        """Render the report: a header line, then one PASS/FAIL line per check."""
-        failed = len(self.failures)
+        """Render the report: a header line, then one PASS/FAIL/WARN line per check."""
+        failed, warned = len(self.failures), len(self.warnings)
         head = "OK" if self.ok else f"FAILED ({failed} of {len(self.checks)} checks)"
+        if warned:
+            head += f", {warned} warning(s)"
         lines = [f"{self.path}: {head}"]
         lines += [
-            f"{'PASS' if check.ok else 'FAIL'} {check.name}"
-            + (f": {check.detail}" if check.detail else "")
+            f"{check.status} {check.name}" + (f": {check.detail}" if check.detail else "")
             for check in self.checks
         ]
         return "\n".join(lines)

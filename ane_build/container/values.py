@@ -11,10 +11,9 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from ..driver.uapi import (
-    ANE_TILE_COUNT,
-    ONNX_NUMBER_LIMIT,
-)
+from ..driver.kernel_onnx import parse_decimal as kernel_decimal
+from ..driver.uapi import ANE_TILE_COUNT
+from ..errors import KernelRejection
 from ..formats.payload import IoSlot
 from .keys import KEY_IO, KEY_TILES
 from .scan import bad_value
@@ -23,21 +22,17 @@ _HEX_DIGEST = re.compile(r"[0-9a-f]{64}")
 
 
 def parse_decimal(text: str, key: str, label: str) -> int:
-    """Parse ``td_size``/``td_count`` as the fork kernel does: decimal, < 32 chars, non-zero."""
-    if len(text) >= ONNX_NUMBER_LIMIT:
-        raise bad_value(
-            label,
-            key,
-            text,
-            f"{len(text)} characters; the kernel reads at most {ONNX_NUMBER_LIMIT - 1}",
-        )
-    if not (text.isascii() and text.isdigit()):
-        raise bad_value(label, key, text, "not a decimal number (digits 0-9 only)")
-    value = int(text)
+    """Parse ``td_size``/``td_count`` with the kernel's ``kstrtou32`` rules; zero is refused too.
+
+    Raises:
+        MetadataError: The kernel would refuse the value (names the key, the value and why).
+    """
+    try:
+        value = kernel_decimal(text.encode("utf-8"))
+    except KernelRejection as exc:
+        raise bad_value(label, key, text, f"the kernel refuses it: {exc.verdict.detail}") from exc
     if value == 0:
         raise bad_value(label, key, text, "must not be zero (the kernel rejects it)")
-    if value > 0xFFFFFFFF:
-        raise bad_value(label, key, text, "does not fit the 32-bit submit field")
     return value
 
 

@@ -1,7 +1,10 @@
-"""Verify a container against every rule of the fork kernel and our own metadata rules.
+"""Verify a container: the fork kernel's verdict on it, then our own rules, then portability.
 
-Payloads are decoded in chunks, so memory stays flat; problems are failed checks, not exceptions.
-This module must not write files or touch devices.
+The kernel check runs the kernel's own parser model (`driver.kernel_onnx`) over the container as
+the kernel would see it, in a page-rounded BO, so it fails exactly when the kernel would, naming
+the rule. Our rules (a loadable graph, unique keys, digests, the descriptor chain, ``ane.io``,
+``ane.tiles``, format) and portability (what other readers need) follow. Payloads are decoded in
+chunks, once; problems are failed checks, not exceptions. No writes, no devices.
 """
 
 from __future__ import annotations
@@ -11,17 +14,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import BinaryIO, TypeVar
 
-from ..driver.uapi import (
-    ANE_CMD_GRAN,
-    ONNX_KEY_LIMIT,
-)
-from ..errors import (
-    DescriptorChainError,
-    MetadataError,
-    ModelFileError,
-    WireFormatError,
-)
+from ..driver.kernel_onnx import KernelVerdict
+from ..errors import DescriptorChainError, MetadataError, ModelFileError, WireFormatError
 from ..formats.microcode import walk_chain
+from . import portable
+from .kernel_check import Progress, describe, kernel_verdict
 from .keys import (
     CONTAINER_FORMAT,
     KEY_FORMAT,
@@ -37,7 +34,7 @@ from .keys import (
     WEIGHTS,
     PayloadKeys,
 )
-from .metadata import iter_decoded, metadata_from_scan, missing_message
+from .metadata import iter_decoded, metadata_from_scan
 from .scan import (
     Entry,
     ModelSource,
@@ -61,18 +58,6 @@ class _Decoded:
     data: bytes | None
 
 
-def _decode_for_check(stream: BinaryIO, label: str, entry: Entry, keep: bool) -> _Decoded:
-    digest = hashlib.sha256()
-    kept: list[bytes] = []
-    length = 0
-    for chunk in iter_decoded(stream, label, entry):
-        digest.update(chunk)
-        length += len(chunk)
-        if keep:
-            kept.append(chunk)
-    return _Decoded(length, digest.hexdigest(), b"".join(kept) if keep else None)
-
-
 def _attempt(
     report: VerifyReport, name: str, run: Callable[[], _T], describe: Callable[[_T], str]
 ) -> _T | None:
@@ -86,61 +71,99 @@ def _attempt(
     return value
 
 
-def _verify_payloads(
-    report: VerifyReport, stream: BinaryIO, scan: Scan, ane: dict[str, Entry], strict: bool
+def _structure(report: VerifyReport, stream: BinaryIO, label: str) -> Scan | None:
+    try:
+        scan = scan_container(stream, label)
+    except WireFormatError as exc:
+        report.add("wire format", False, str(exc))
+        return None
+    report.add(
+        "wire format",
+        True,
+        f"{len(scan.fields)} top-level fields, {len(scan.entries)} metadata entries, "
+        f"{scan.size} bytes",
+    )
+    report.add(
+        "graph",
+        scan.has_graph,
+        "present" if scan.has_graph else "no graph (field 7): not a loadable ONNX model",
+    )
+    small = scan.size <= PROTOBUF_LIMIT
+    report.add("protobuf size", small, f"{scan.size} bytes" + ("" if small else " (limit 2 GiB)"))
+    dups = scan.duplicate_keys()
+    report.add("unique keys", not dups, f"repeated: {', '.join(dups)}" if dups else "")
+    return scan
+
+
+def _decode(stream: BinaryIO, label: str, entry: Entry, keep: bool) -> _Decoded:
+    digest = hashlib.sha256()
+    kept: list[bytes] = []
+    length = 0
+    for chunk in iter_decoded(stream, label, entry):
+        digest.update(chunk)
+        length += len(chunk)
+        if keep:
+            kept.append(chunk)
+    return _Decoded(length, digest.hexdigest(), b"".join(kept) if keep else None)
+
+
+def _payload(
+    stream: BinaryIO, label: str, entry: Entry, keys: PayloadKeys, verdict: KernelVerdict
+) -> _Decoded:
+    """A payload's length and digest: from the kernel's verdict when it decoded it, else ours."""
+    if verdict.ok and keys is WEIGHTS and verdict.weights_sha256 is not None:
+        return _Decoded(verdict.weights_len, verdict.weights_sha256, None)
+    return _decode(stream, label, entry, keep=keys is not WEIGHTS)
+
+
+def _digests(
+    report: VerifyReport, stream: BinaryIO, scan: Scan, verdict: KernelVerdict, strict: bool
 ) -> dict[str, _Decoded]:
+    ane = scan.ane_entries()
     decoded: dict[str, _Decoded] = {}
-    for p in PAYLOADS:
-        if p.b64 not in ane:
-            if p.sha256 in ane:
-                report.add(f"{p.sha256}", False, f"stated, but there is no {p.b64}")
-            continue
-
-        def run(p: PayloadKeys = p) -> _Decoded:
-            result = _decode_for_check(stream, scan.label, ane[p.b64], keep=p is not WEIGHTS)
-            if p is MICROCODE and result.length == 0:
-                raise MetadataError(
-                    f"{scan.label}: {p.b64} decodes to 0 bytes; the kernel rejects it"
-                )
-            return result
-
-        prefix = "kernel: " if p.kernel else ""
-        result = _attempt(report, f"{prefix}{p.b64} base64", run, lambda d: f"{d.length} bytes")
-        if result is None:
-            continue
-        decoded[p.name] = result
-        if p.sha256 not in ane:
-            if strict:
-                report.add(p.sha256, False, "missing (strict verification wants every digest)")
+    for keys in PAYLOADS:
+        if keys.b64 not in ane:
+            if keys.sha256 in ane:
+                report.add(keys.sha256, False, f"stated, but there is no {keys.b64}")
             continue
         try:
-            stated = parse_digest(
-                read_text(stream, scan.label, ane[p.sha256]), p.sha256, scan.label
-            )
+            result = _payload(stream, scan.label, ane[keys.b64], keys, verdict)
         except MetadataError as exc:
-            report.add(p.sha256, False, str(exc))
+            if not keys.kernel:  # the kernel check has said it for the kernel's payloads
+                report.add(f"{keys.b64} base64", False, str(exc))
             continue
-        ok = stated == result.sha256
-        detail = "matches" if ok else f"states {stated} but the payload hashes to {result.sha256}"
-        report.add(p.sha256, ok, detail)
+        decoded[keys.name] = result
+        if keys.sha256 in ane:
+
+            def matches(keys: PayloadKeys = keys, result: _Decoded = result) -> str:
+                return _digest_matches(stream, scan, ane, keys, result)
+
+            _attempt(report, keys.sha256, matches, str)
+        elif strict:
+            report.add(keys.sha256, False, "missing (strict verification wants every digest)")
     return decoded
 
 
-def _verify_chain(
-    report: VerifyReport, microcode: bytes, td_size: int, td_count: int | None, label: str
-) -> None:
+def _digest_matches(
+    stream: BinaryIO, scan: Scan, ane: dict[str, Entry], keys: PayloadKeys, result: _Decoded
+) -> str:
+    stated = parse_digest(read_text(stream, scan.label, ane[keys.sha256]), keys.sha256, scan.label)
+    if stated != result.sha256:
+        raise MetadataError(f"states {stated} but the payload hashes to {result.sha256}")
+    return "matches"
+
+
+def _chain(report: VerifyReport, microcode: bytes, td_size: int, td_count: int) -> None:
     try:
-        chain = walk_chain(microcode, td_size, source=label)
+        chain = walk_chain(microcode, td_size)
     except DescriptorChainError as exc:
         report.add("descriptor chain", False, f"{exc} (walked with {KEY_TD_SIZE} = {td_size})")
         return
     problems = []
-    if td_count is not None and chain.td_count != td_count:
+    if chain.td_count != td_count:
         problems.append(
             f"ane.td_count is {td_count} but the chain has {chain.td_count} descriptors"
         )
-    if chain.tsk_size > len(microcode):
-        problems.append(f"tsk_size {chain.tsk_size} exceeds the microcode ({len(microcode)} bytes)")
     data_end = len(microcode.rstrip(b"\0"))
     if data_end > chain.tsk_size:
         # As the converter refuses: code after the end-of-network descriptor never runs, so the
@@ -156,134 +179,101 @@ def _verify_chain(
     report.add("descriptor chain", not problems, detail)
 
 
-def _verify_stream(report: VerifyReport, stream: BinaryIO, label: str, strict: bool) -> None:
-    try:
-        scan = scan_container(stream, label)
-    except WireFormatError as exc:
-        report.add("wire format", False, str(exc))
-        return
-    report.add(
-        "wire format",
-        True,
-        f"{len(scan.fields)} top-level fields, {len(scan.entries)} metadata entries, "
-        f"{scan.size} bytes",
-    )
-    report.add(
-        "graph",
-        scan.has_graph,
-        "present" if scan.has_graph else "no graph (field 7): not a loadable ONNX model",
-    )
-    report.add(
-        "protobuf size",
-        scan.size <= PROTOBUF_LIMIT,
-        f"{scan.size} bytes" + ("" if scan.size <= PROTOBUF_LIMIT else " (limit 2 GiB - 1)"),
-    )
-    long_keys = [
-        f"{e.key!r} ({e.key_size} bytes)" for e in scan.entries if e.key_size >= ONNX_KEY_LIMIT
-    ]
-    report.add(
-        "kernel: key length",
-        not long_keys,
-        f"keys of {ONNX_KEY_LIMIT} bytes or more: {', '.join(long_keys)}"
-        if long_keys
-        else f"all {len(scan.entries)} keys < {ONNX_KEY_LIMIT} bytes",
-    )
-    dups = scan.duplicate_keys()
-    report.add("unique keys", not dups, f"repeated: {', '.join(dups)}" if dups else "")
+def _sizes(stream: BinaryIO, scan: Scan, verdict: KernelVerdict) -> tuple[int, int] | None:
+    """td_size and td_count: the kernel's when it accepted, else read here when they parse."""
+    if verdict.ok:
+        return verdict.td_size, verdict.td_count
     ane = scan.ane_entries()
-    missing = [key for key in REQUIRED_KEYS if key not in ane]
-    report.add(
-        "kernel: required keys",
-        not missing,
-        missing_message(label, missing) if missing else ", ".join(REQUIRED_KEYS),
-    )
+    try:
+        return (
+            parse_decimal(read_text(stream, scan.label, ane[KEY_TD_SIZE]), KEY_TD_SIZE, ""),
+            parse_decimal(read_text(stream, scan.label, ane[KEY_TD_COUNT]), KEY_TD_COUNT, ""),
+        )
+    except (KeyError, MetadataError):
+        return None  # the kernel check reports it
 
-    numbers: dict[str, int | None] = {}
-    for key in (KEY_TD_SIZE, KEY_TD_COUNT):
+
+def _values(report: VerifyReport, stream: BinaryIO, scan: Scan, strict: bool) -> None:
+    label, ane = scan.label, scan.ane_entries()
+
+    def text(key: str) -> str:
+        return read_text(stream, label, ane[key])
+
+    def read_format() -> str:
+        fmt = text(KEY_FORMAT)
+        if fmt != CONTAINER_FORMAT:
+            raise bad_value(
+                label, KEY_FORMAT, fmt, f"this version reads format {CONTAINER_FORMAT!r}"
+            )
+        return fmt
+
+    def read_io() -> str:
+        return f"{len(parse_io(text(KEY_IO), label))} slot(s)"
+
+    def read_tiles() -> str:
+        return f"{len(parse_tiles(text(KEY_TILES), label))} slot(s)"
+
+    def read_source() -> str:
+        return parse_digest(text(KEY_SOURCE_SHA256), KEY_SOURCE_SHA256, label)
+
+    optional = ((KEY_IO, read_io), (KEY_TILES, read_tiles))
+    wanted = ((KEY_FORMAT, read_format), (KEY_SOURCE_SHA256, read_source))
+    for key, run in (*optional, *wanted):
         if key in ane:
+            _attempt(report, key, run, str)
+        elif strict and (key, run) in wanted:
+            report.add(key, False, "missing (strict verification wants it; our writer adds it)")
 
-            def read_number(key: str = key) -> int:
-                return parse_decimal(read_text(stream, label, ane[key]), key, label)
 
-            numbers[key] = _attempt(report, f"kernel: {key}", read_number, str)
-    decoded = _verify_payloads(report, stream, scan, ane, strict)
-
+def _verify(
+    report: VerifyReport,
+    stream: BinaryIO,
+    label: str,
+    options: tuple[bool, bool, Progress | None],
+) -> None:
+    strict, portable_errors, progress = options
+    scan = _structure(report, stream, label)
+    if scan is None:
+        return
+    verdict = kernel_verdict(stream, scan.size, progress)
+    report.add("kernel", verdict.ok, describe(verdict, scan.size))
+    decoded = _digests(report, stream, scan, verdict, strict)
     microcode = decoded.get(MICROCODE.name)
-    if microcode is not None:
-        weights = decoded[WEIGHTS.name].length if WEIGHTS.name in decoded else 0
-        need = -(-microcode.length // ANE_CMD_GRAN) * ANE_CMD_GRAN + weights
-        report.add(
-            "kernel: payload fits slot-0 BO",
-            need <= scan.size,
-            f"microcode padded to {ANE_CMD_GRAN} + weights = {need} bytes, container "
-            f"{scan.size} bytes",
-        )
-        td_size = numbers.get(KEY_TD_SIZE)
-        if microcode.data is not None and td_size is not None:
-            _verify_chain(report, microcode.data, td_size, numbers.get(KEY_TD_COUNT), label)
-
-    if KEY_IO in ane:
-        _attempt(
-            report,
-            KEY_IO,
-            lambda: parse_io(read_text(stream, label, ane[KEY_IO]), label),
-            lambda slots: f"{len(slots)} slot(s)",
-        )
-    if KEY_TILES in ane:
-        _attempt(
-            report,
-            KEY_TILES,
-            lambda: parse_tiles(read_text(stream, label, ane[KEY_TILES]), label),
-            lambda tiles: f"{len(tiles)} slot(s)",
-        )
-    if KEY_FORMAT in ane:
-
-        def read_format() -> str:
-            fmt = read_text(stream, label, ane[KEY_FORMAT])
-            if fmt != CONTAINER_FORMAT:
-                raise bad_value(
-                    label, KEY_FORMAT, fmt, f"this version reads format {CONTAINER_FORMAT!r}"
-                )
-            return fmt
-
-        _attempt(report, KEY_FORMAT, read_format, str)
-    elif strict:
-        report.add(KEY_FORMAT, False, "missing (strict verification wants the container format)")
-    if KEY_SOURCE_SHA256 in ane:
-        _attempt(
-            report,
-            KEY_SOURCE_SHA256,
-            lambda: parse_digest(
-                read_text(stream, label, ane[KEY_SOURCE_SHA256]), KEY_SOURCE_SHA256, label
-            ),
-            lambda value: value,
-        )
-    elif strict:
-        report.add(KEY_SOURCE_SHA256, False, "missing (strict verification wants the source)")
-
-    if not missing:
+    sizes = _sizes(stream, scan, verdict)
+    if microcode is not None and microcode.data and sizes is not None:
+        _chain(report, microcode.data, *sizes)
+    _values(report, stream, scan, strict)
+    for name, detail in portable.problems(stream, label, scan.ane_entries(), scan.keys()):
+        report.add(name, False, detail, warning=not portable_errors)
+    if all(key in scan.ane_entries() for key in REQUIRED_KEYS):
         try:
             report.metadata = metadata_from_scan(scan, stream)
         except MetadataError as exc:
-            # Only reached for a rule no check above covers, so the report never reads as OK.
-            if report.ok:
+            if report.ok:  # a rule no check above covers: never let the report read as OK
                 report.add("metadata", False, str(exc))
 
 
-def verify_container(model: ModelSource, *, strict: bool = True) -> VerifyReport:
-    """Check a container against every rule of the fork kernel and our own metadata rules.
+def verify_container(
+    model: ModelSource,
+    *,
+    strict: bool = True,
+    portable: bool = False,
+    progress: Progress | None = None,
+) -> VerifyReport:
+    """Check a container against the fork kernel, our own rules and portability.
 
-    Kernel rules: every key < 64 bytes; microcode, ``td_size`` and ``td_count`` present, the
-    numbers decimal, < 32 characters and non-zero; payloads valid base64 in the kernel's alphabet;
-    microcode non-empty; microcode and weights fit the slot-0 BO. Ours: a graph is present, the
-    file is under the protobuf limit, keys are unique, digests match the decoded payloads, the
-    descriptor chain agrees with ``td_size``/``td_count`` and fits the microcode, ``ane.io`` and
-    ``ane.tiles`` are valid. Payloads are decoded in chunks, so memory stays flat.
+    The kernel check gives the kernel's exact verdict on the container in a page-rounded BO
+    (DESIGN section 3). Ours: a graph is present, the file is under the protobuf limit, keys are
+    unique, digests match the decoded payloads, the descriptor chain agrees with ``td_size``
+    and ``td_count`` and ends the microcode, ``ane.io`` and ``ane.tiles`` are valid.
+    Portability: what the kernel accepts but other readers refuse (see `portable`).
 
     Args:
         model: Path of an ONNX file, its bytes, or a seekable binary stream of it.
-        strict: Also require what `embed_ane_metadata` always writes: ``ane.format``, a digest for
-            every payload and ``ane.source.sha256``.
+        strict: Also require what our writer always writes: ``ane.format``, a digest for every
+            payload and ``ane.source.sha256``.
+        portable: Make portability problems failures; they are warnings otherwise.
+        progress: Called with (bytes done, bytes total) while the weights are decoded.
 
     Returns:
         The report; problems with the content (even an unreadable file) are failed checks, not
@@ -292,8 +282,10 @@ def verify_container(model: ModelSource, *, strict: bool = True) -> VerifyReport
     report = VerifyReport(path=label_of(model))
     try:
         with open_model(model) as (stream, label):
-            _verify_stream(report, stream, label, strict)
+            _verify(report, stream, label, (strict, portable, progress))
     except (ModelFileError, WireFormatError) as exc:
         # WireFormatError here means the file changed under us while a value was read.
         report.add("readable", False, str(exc))
+    except OSError as exc:
+        report.add("readable", False, f"{report.path}: cannot map it: {exc}")
     return report

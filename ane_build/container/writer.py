@@ -40,6 +40,7 @@ from .keys import (
     CONTAINER_FORMAT,
     KEY_FORMAT,
     KEY_IO,
+    KEY_PAD,
     KEY_SOURCE_SHA256,
     KEY_TD_COUNT,
     KEY_TD_SIZE,
@@ -187,6 +188,21 @@ class _Plan:
     total: int
 
 
+def _even_out(small: list[tuple[str, bytes]], total: int) -> list[tuple[str, bytes]]:
+    """``small``, plus an ``ane.pad`` entry of odd size when ``total`` is odd.
+
+    The fork kernel parses the whole page-rounded BO: after an odd-length container the zeros
+    up to the page end are odd in number, and the last one is a field tag with no varint after
+    it (EINVAL), unless the container happens to end on the page. An even length parses in any
+    BO. A metadata entry is the padding every reader ignores: the kernel reads only its four
+    keys, onnx keeps foreign entries, and as an ``ane.*`` key it is replaced on every rebuild.
+    """
+    if total % 2 == 0:
+        return small
+    value = next(b"0" * n for n in (0, 1) if _entry_size(KEY_PAD, n) % 2)
+    return [*small, (KEY_PAD, value)]
+
+
 def _plan(
     scan: Scan,
     small: list[tuple[str, bytes]],
@@ -219,9 +235,10 @@ def _plan(
     tail = _runs(scan.fields[split:], stale)
     digest_keys = [p.sha256 for p, _ in payloads] + [KEY_SOURCE_SHA256]
     total = sum(r.end - r.start for r in head + tail if r.keep)
-    total += sum(_entry_size(key, len(value)) for key, value in small)
     total += sum(_entry_size(p.b64, base64_length(ref.length)) for p, ref in payloads)
     total += sum(_entry_size(key, 64) for key in digest_keys)
+    small = _even_out(small, total + sum(_entry_size(k, len(v)) for k, v in small))
+    total += sum(_entry_size(key, len(value)) for key, value in small)
     if total > PROTOBUF_LIMIT:
         raise ContainerError(
             f"{output}: the container would be {total} bytes, over the 2 GiB protobuf limit "

@@ -227,12 +227,17 @@ def test_fault_injection_hits_the_nth_call_once() -> None:
 # -- the fork's ONNX translation ---------------------------------------------------------
 
 
-def container(entries: list[tuple[bytes, bytes]], graph: bytes = b"\x0a\x01x") -> bytes:
+def container(
+    entries: list[tuple[bytes, bytes]], graph: bytes = b"\x0a\x01x", *, even: bool = True
+) -> bytes:
+    """A container with these entries; of even length (as our writer makes them) by default."""
     out = encode_varint(1 << 3) + encode_varint(8)
     out += encode_len_header(7, len(graph)) + graph
     for key, value in entries:
         body = encode_entry(key, value)
         out += encode_len_header(14, len(body)) + body
+    if even and len(out) % 2:
+        out += encode_varint(15 << 3) + encode_varint(300)  # an unknown varint field: 3 bytes
     return out
 
 
@@ -316,11 +321,25 @@ def test_onnx_key_limit_applies_to_foreign_keys(key_len: int) -> None:
         ane_entries(td_size=b"1" * 32),
         ane_entries(td_size=b""),
         ane_entries()[:2],  # no td_count
-        [*ane_entries(), (b"ane.weights.b64", b"A===")],
     ],
 )
 def test_onnx_translation_einval(entries: list[tuple[bytes, bytes]]) -> None:
     assert _errno(submit_container, Raw(), container(entries)) == errno.EINVAL
+
+
+def test_onnx_odd_container_is_einval_unless_the_tail_is_evened() -> None:
+    data = container(ane_entries(), even=False)
+    assert len(data) % 2 == 1
+    assert _errno(submit_container, Raw(), data) == errno.EINVAL
+    # The same bytes with "00 80 00" after them: one field-0 varint, then pairs of zeros.
+    submit_container(Raw(), data + b"\x00\x80\x00")
+
+
+def test_onnx_weights_ending_at_an_early_pad_are_accepted() -> None:
+    # The kernel stops at the first '=': "A" alone leaves 6 bits, which it drops.
+    raw = Raw()
+    req = submit_container(raw, container([*ane_entries(), (b"ane.weights.b64", b"A===")]))
+    assert req.tsk_size == len(MICROCODE) and raw.kernel.submits[-1].onnx_translated
 
 
 def test_onnx_flag_on_stock_abi() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from ...errors import InvalidArgumentError, KernelRejection
@@ -21,16 +22,23 @@ class _Plan:
     weights_len: int
 
 
-class _Digest:
-    """Counts and hashes decoded chunks without keeping them."""
+Progress = Callable[[int, int], None]
 
-    def __init__(self) -> None:
+
+class _Digest:
+    """Counts and hashes decoded chunks without keeping them; reports progress if asked."""
+
+    def __init__(self, expected: int = 0, progress: Progress | None = None) -> None:
         self.sha256 = hashlib.sha256()
         self.size = 0
+        self._expected = expected
+        self._progress = progress
 
     def __call__(self, chunk: bytes) -> None:
         self.sha256.update(chunk)
         self.size += len(chunk)
+        if self._progress is not None:
+            self._progress(self.size, max(self.size, self._expected))
 
 
 class _Writer:
@@ -51,7 +59,8 @@ def _check_sizes(found: Scan) -> tuple[int, int]:
     if not td_size or not td_count:
         zero = TD_SIZE_KEY if not td_size else TD_COUNT_KEY
         at = found.entries.get(zero, (None, None))[0]
-        detail = f"td_size is {td_size} and td_count {td_count} (absent counts as 0)"
+        detail = f"{TD_SIZE_KEY.decode()} is {td_size} and {TD_COUNT_KEY.decode()} is {td_count}"
+        detail += " (absent counts as 0)"
         raise refuse("td-zero", detail, at)
     return td_size, td_count
 
@@ -74,7 +83,9 @@ def check_fit(tsk_size: int, weights_len: int, bo_size: int) -> None:
         raise refuse("payload-exceeds-bo", detail, None, stage="submit")
 
 
-def _translate(bo: BoImage, found: Scan) -> tuple[KernelVerdict, _Plan]:
+def _translate(
+    bo: BoImage, found: Scan, progress: Progress | None = None
+) -> tuple[KernelVerdict, _Plan]:
     microcode_at = found.entries.get(MICROCODE_KEY)
     if microcode_at is None:
         detail = "no metadata entry has both the key ane.microcode.b64 and a value"
@@ -87,7 +98,8 @@ def _translate(bo: BoImage, found: Scan) -> tuple[KernelVerdict, _Plan]:
         detail = f"ane.microcode.b64 at offset {microcode_at[0]} decodes to 0 bytes"
         raise refuse("empty-microcode", detail, microcode_at[0])
     weights_at = found.entries.get(WEIGHTS_KEY)
-    weights = _Digest()
+    expected = (weights_at[1] - weights_at[0]) * 3 // 4 if weights_at else 0
+    weights = _Digest(expected, progress)
     if weights_at is not None:
         decode_pieces(bo.pieces(*weights_at), weights_at[0], "ane.weights.b64", weights)
     check_fit(len(microcode), weights.size, bo.size)
@@ -102,9 +114,9 @@ def _translate(bo: BoImage, found: Scan) -> tuple[KernelVerdict, _Plan]:
     return verdict, _Plan(microcode, weights_at, weights.size)
 
 
-def _evaluate(bo: BoImage) -> tuple[KernelVerdict, _Plan | None]:
+def _evaluate(bo: BoImage, progress: Progress | None = None) -> tuple[KernelVerdict, _Plan | None]:
     try:
-        return _translate(bo, scan(bo))
+        return _translate(bo, scan(bo), progress)
     except KernelRejection as exc:
         return refused(exc.verdict), None
 
@@ -127,7 +139,9 @@ def _rewrite(bo: BoImage, plan: _Plan) -> None:
     view[len(plan.microcode) : weights_out] = bytes(weights_out - len(plan.microcode))
 
 
-def check_bo(data: Buffer, bo_size: int | None = None) -> KernelVerdict:
+def check_bo(
+    data: Buffer, bo_size: int | None = None, *, progress: Progress | None = None
+) -> KernelVerdict:
     """The kernel's verdict on a BO holding ``data`` then zeros, without changing anything.
 
     The zero tail is never materialised, and payloads are decoded in chunks only to count and
@@ -137,6 +151,7 @@ def check_bo(data: Buffer, bo_size: int | None = None) -> KernelVerdict:
         data: The bytes at the start of the BO (a container, or anything else).
         bo_size: The BO size, at least ``len(data)`` (default: ``len(data)`` rounded up to
             ``PAGE_SIZE``, what BO_INIT allocates).
+        progress: Called with (weights bytes decoded, bytes expected) as the weights decode.
 
     Returns:
         The verdict of both stages (parser, then fit check).
@@ -144,7 +159,7 @@ def check_bo(data: Buffer, bo_size: int | None = None) -> KernelVerdict:
     Raises:
         InvalidArgumentError: ``bo_size`` is smaller than ``data``.
     """
-    return _evaluate(BoImage.holding(data, bo_size))[0]
+    return _evaluate(BoImage.holding(data, bo_size), progress)[0]
 
 
 def prepare_submit(bo: memoryview) -> KernelVerdict:

@@ -18,11 +18,14 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from ...errors import KernelRejection
+from ..kernel_onnx.wire import BoImage, all_fields, scan
 from .faults import Outputs, apply_value_faults, wrong_strides
 
 log = logging.getLogger(__name__)
 
 _FP16 = np.dtype("<f2")
+_METADATA = 14  # ModelProto.metadata_props: payloads, not needed to run the graph
 
 
 @dataclass(frozen=True)
@@ -60,6 +63,27 @@ def parse_io(text: bytes) -> dict[int, Slot]:
         }
     except (ValueError, TypeError, KeyError, AttributeError) as exc:
         raise EvaluationError(f"ane.io is not a slot map: {exc}") from exc
+
+
+def graph_and_io(bo: memoryview) -> tuple[bytes, bytes] | None:
+    """What evaluation needs of a container BO, taken before the kernel rewrites it.
+
+    Returns:
+        The model without its metadata entries (the graph and everything else onnxruntime
+        reads), and the ``ane.io`` value; None when there is no ``ane.io`` or the BO does not scan
+        (the kernel's verdict then says why).
+    """
+    image = BoImage(bo, len(bo))
+    try:
+        found = scan(image)
+        io_at = found.entries.get(b"ane.io")
+        if io_at is None:
+            return None
+        kept = [f for f in all_fields(image, 0, len(bo), "the BO") if f.number != _METADATA]
+    except KernelRejection:
+        return None
+    model = b"".join(image.read(f.at, f.stop) for f in kept)
+    return model, image.read(*io_at)
 
 
 def _strided(

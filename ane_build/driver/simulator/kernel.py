@@ -24,9 +24,9 @@ from typing import Literal, NoReturn, TypeVar
 
 from ...errors import DeviceNotFoundError, InvalidArgumentError
 from .. import uapi
-from . import onnx_flag
+from ..kernel_onnx import prepare_submit
 from .engine import EngineHangError, run_chain
-from .evaluate import EvaluationError, evaluate, parse_io
+from .evaluate import EvaluationError, evaluate, graph_and_io, parse_io
 from .faults import check_faults
 
 log = logging.getLogger(__name__)
@@ -370,12 +370,11 @@ class SimulatedKernel:
         if req.handles[0] == 0:
             raise _fail(errno.EINVAL, "handles[0] (command buffer) is 0")
         cmd = state.bos.get(req.handles[0])
-        container: bytes | None = None
-        entries: dict[bytes, bytes] = {}
+        evaluation: tuple[bytes, bytes] | None = None
         if onnx:
             if cmd is None:
                 raise _fail(errno.EINVAL, f"slot 0: handle {req.handles[0]} is not a live BO")
-            container, entries = self._translate_onnx(cmd, req)
+            evaluation = self._translate_onnx(cmd, req)
         self._check_handles(state, req)
         if not (req.tsk_size and req.td_count and req.td_size):
             raise _fail(errno.EINVAL, "tsk_size, td_count and td_size must be non-zero")
@@ -383,7 +382,7 @@ class SimulatedKernel:
         if req.tsk_size >= cmd.size:
             raise _fail(errno.EINVAL, f"tsk_size {req.tsk_size} >= slot 0 size {cmd.size}")
         self._run(state, req)
-        outputs, error = self._outputs(state, req, container, entries)
+        outputs, error = self._outputs(state, req, evaluation)
         self.submits.append(
             SubmitRecord(
                 req.tsk_size,
@@ -410,16 +409,20 @@ class SimulatedKernel:
             if handle and handle not in state.bos:
                 raise _fail(errno.EINVAL, f"slot {slot}: handle {handle} is not a live BO")
 
-    @staticmethod
-    def _translate_onnx(cmd: _Bo, req: uapi.drm_ane_submit) -> tuple[bytes, dict[bytes, bytes]]:
-        try:
-            sizes, container, entries = onnx_flag.translate(cmd.view)
-        except onnx_flag.RejectionError as exc:
-            raise _fail(exc.errno, str(exc)) from exc
+    def _translate_onnx(self, cmd: _Bo, req: uapi.drm_ane_submit) -> tuple[bytes, bytes] | None:
+        # The evaluator needs the graph and ane.io, which the kernel's rewrite overwrites.
+        evaluation = graph_and_io(cmd.view) if self.evaluate else None
+        verdict = prepare_submit(cmd.view)
+        if not verdict.ok:
+            raise _fail(verdict.errno, f"{verdict.rule}: {verdict.detail}")
         # Written back before the other handles are checked, as the fork kernel does.
-        req.tsk_size, req.td_size, req.td_count = sizes
+        req.tsk_size, req.td_size, req.td_count = (
+            verdict.tsk_size,
+            verdict.td_size,
+            verdict.td_count,
+        )
         req.pad = 0
-        return container, entries
+        return evaluation
 
     def _run(self, state: _Fd, req: uapi.drm_ane_submit) -> None:
         cmd = state.bos[req.handles[0]]
@@ -430,16 +433,13 @@ class SimulatedKernel:
             self._timeout(str(exc))
 
     def _outputs(
-        self,
-        state: _Fd,
-        req: uapi.drm_ane_submit,
-        container: bytes | None,
-        entries: Mapping[bytes, bytes],
+        self, state: _Fd, req: uapi.drm_ane_submit, evaluation: tuple[bytes, bytes] | None
     ) -> tuple[tuple[str, ...], str | None]:
-        if container is None or b"ane.io" not in entries or not self.evaluate:
+        if evaluation is None:
             return (), None
+        model, io_text = evaluation
         try:
-            slots = parse_io(entries[b"ane.io"])
+            slots = parse_io(io_text)
             if not any(slot.role == "output" for slot in slots.values()):
                 return (), None
             views = {
@@ -447,7 +447,7 @@ class SimulatedKernel:
                 for s in slots
                 if 0 <= s < uapi.ANE_TILE_COUNT and req.handles[s]
             }
-            return evaluate(container, slots, views, self.output_faults), None
+            return evaluate(model, slots, views, self.output_faults), None
         except (EvaluationError, KeyError) as exc:
             # The kernel accepted the submit; only the CPU stand-in for the engine failed.
             log.warning("simulator: outputs not computed: %s", exc)
