@@ -282,6 +282,23 @@ def test_tokenizer_maps_template_tokens_and_eos(chat_model: ChatModel) -> None:
     assert tok.token_to_id("<|assistant|>") in ids
 
 
+def test_chat_model_renders_with_the_chat_template_jinja_beside_it(
+    tiny_dirs: dict[str, Path], tmp_path: Path
+) -> None:
+    folder = tmp_path / "with-jinja"
+    shutil.copytree(tiny_dirs["float32"], folder)
+    (folder / "chat_template.jinja").write_text(
+        "{% for m in messages %}[{{ m['role'] }}] {{ m['content'] }}{{ eos_token }}{% endfor %}"
+        "{% if add_generation_prompt %}[assistant] {% endif %}",
+        encoding="utf-8",
+    )
+    model = ChatModel.load(folder, threads=1)
+    assert "chat_template.jinja" in model.describe()
+    session = ChatSession(model, system="Be brief.", sampling=GREEDY, max_new_tokens=4)
+    ids = session.fit_prompt("Hi")
+    assert model.tokenizer.decode(ids) == "[system] Be brief.[user] Hi[assistant] "
+
+
 def test_stream_decoder_never_splits_characters(chat_model: ChatModel) -> None:
     tok = chat_model.tokenizer
     text = "Café, naïve façade — über 20 °C. 日本語 ✓"

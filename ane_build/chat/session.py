@@ -50,7 +50,7 @@ class ChatModel:
         directory: The folder with the tokenizer and configs.
         lm: The ONNX causal LM.
         tokenizer: Its tokenizer.
-        template: Its chat template (or the built-in TinyLlama format).
+        template: Its chat template (or the built-in TinyLlama format, with a warning).
         context_window: Most tokens the model attends to.
     """
 
@@ -78,7 +78,7 @@ class ChatModel:
         tokenizer_config = read_json(directory / "tokenizer_config.json")
         lm = CausalLM(model_file, threads=threads, config=config)
         tokenizer = ChatTokenizer.from_dir(directory)
-        template = ChatTemplate.from_tokenizer_config(tokenizer_config)
+        template = ChatTemplate.from_dir(directory, tokenizer_config)
         vocab = lm.vocab_size
         if vocab is not None and vocab < tokenizer.vocab_size:
             log.warning(
