@@ -70,13 +70,13 @@ def load_model(model_dir: Path | None) -> ChatModel:
 
 
 def answer(session: ChatSession, text: str) -> None:
-    """Stream one answer to stdout; Ctrl-C stops it. Then print the stats line."""
+    """Stream one answer to stdout; Ctrl-C stops it. Then print the stats line.
+
+    Raises:
+        ContextOverflowError: The message does not fit the context window.
+    """
     dropped = session.dropped_turns
-    try:
-        stream = session.ask(text)
-    except ContextOverflowError as exc:
-        note(f"error: {exc}")
-        return
+    stream = session.ask(text)
     try:
         for piece in stream:
             sys.stdout.write(piece)
@@ -127,7 +127,11 @@ def chat_loop(session: ChatSession) -> None:
             session.reset()
             note("[history cleared]")
             continue
-        answer(session, text)
+        try:
+            answer(session, text)
+        except ContextOverflowError as exc:
+            # One message too long does not end an interactive chat; in one-shot mode it does.
+            note(f"error: {exc}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -455,6 +455,38 @@ def test_example_prompt_text_ignores_piped_stdin_and_rejects_bad_settings(
     assert bad.stdout == ""
 
 
+@pytest.fixture(scope="session")
+def small_context_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny model with a 48-token context window."""
+    root = tmp_path_factory.mktemp("ctx48")
+    return write_tiny_llama(root / "m", TinyLlamaConfig(max_position_embeddings=48))
+
+
+def test_example_prompt_too_long_exits_1_with_one_error_line(
+    small_context_dir: Path, tmp_path: Path
+) -> None:
+    long_message = "Tell me about the weather in the hills and the valleys " * 4
+    args = ["--prompt", long_message, "--temperature", "0"]
+    result = run_example(str(small_context_dir), *args, stdin="", cwd=tmp_path)
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.count("error: the prompt needs") == 1
+    assert "context window is 48" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert "TTFT" not in result.stderr
+    assert result.stdout == ""
+
+
+def test_example_interactive_goes_on_after_a_message_too_long(
+    small_context_dir: Path, tmp_path: Path
+) -> None:
+    lines = "Tell me about the weather in the hills and the valleys " * 4 + "\nHi\n"
+    args = ["--temperature", "0", "--max-new-tokens", "4", "--system", ""]
+    result = run_example(str(small_context_dir), *args, stdin=lines, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.count("error: the prompt needs") == 1
+    assert result.stderr.count("TTFT") == 1
+
+
 def test_example_interactive_with_piped_lines_builds_the_demo_model(tmp_path: Path) -> None:
     lines = "Hello there\n/reset\nSecond question\n/quit\nnever read\n"
     result = run_example("--seed", "3", "--max-new-tokens", "6", stdin=lines, cwd=tmp_path)
