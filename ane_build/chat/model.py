@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,12 +20,11 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ._deps import require
+from .config import GENAI_CONFIG, ModelConfig
 from .errors import ChatError
 
 log = logging.getLogger(__name__)
 
-_PAST = re.compile(r"^past_key_values\.(\d+)\.(key|value)$")
-_PRESENT = re.compile(r"^present(?:_key_values)?\.(\d+)\.(key|value)$")
 _DTYPES: dict[str, type[np.floating[Any]]] = {
     "tensor(float)": np.float32,
     "tensor(float16)": np.float16,
@@ -67,110 +66,152 @@ class CacheLayout:
 
 @dataclass(frozen=True)
 class ModelSignature:
-    """Which of the common causal-LM inputs and outputs a graph has.
+    """Which of the common causal-LM inputs and outputs a graph has, and their names.
 
     Attributes:
-        attention_mask: Whether the graph takes ``attention_mask``.
-        position_ids: Whether the graph takes ``position_ids``.
+        input_ids: Name of the token ids input.
+        attention_mask: Name of the attention mask input; None when the graph has none.
+        position_ids: Name of the position ids input; None when the graph has none.
         use_cache_branch: Whether the graph takes ``use_cache_branch`` (merged decoders).
-        logits_dtype: Element type of ``logits``.
-        vocab_size: Last dimension of ``logits`` when the graph fixes it.
+        logits: Name of the logits output.
+        logits_dtype: Element type of the logits.
+        vocab_size: Last dimension of the logits when the graph fixes it.
         cache: The KV cache layout.
     """
 
-    attention_mask: bool
-    position_ids: bool
+    input_ids: str
+    attention_mask: str | None
+    position_ids: str | None
     use_cache_branch: bool
+    logits: str
     logits_dtype: type[np.floating[Any]]
     vocab_size: int | None
     cache: CacheLayout
 
     @classmethod
-    def from_session(cls, session: Any, config: Mapping[str, Any] | None = None) -> ModelSignature:
+    def from_session(cls, session: Any, config: ModelConfig | None = None) -> ModelSignature:
         """Inspect an onnxruntime session's inputs and outputs.
 
         Args:
             session: An ``onnxruntime.InferenceSession``.
-            config: ``config.json`` of the model, used only when the graph leaves the number
-                of KV heads or the head size symbolic.
+            config: The model folder's config: input/output names (``genai_config.json`` may
+                rename them), and the KV heads and head size when the graph leaves them
+                symbolic.
 
         Raises:
             ChatError: The graph does not look like a causal LM with a KV cache.
         """
+        config = config or ModelConfig()
+        names = config.io
         inputs = {i.name: i for i in session.get_inputs()}
         outputs = {o.name: o for o in session.get_outputs()}
-        for required, where in (("input_ids", inputs), ("logits", outputs)):
+        for required, where in ((names.input_ids, inputs), (names.logits, outputs)):
             if required not in where:
                 raise ChatError(f"the model has no {required!r}; not a causal LM export")
-        past: dict[tuple[int, str], Any] = {}
-        for name, arg in inputs.items():
-            if m := _PAST.match(name):
-                past[(int(m.group(1)), m.group(2))] = arg
-        present: dict[tuple[int, str], str] = {}
-        for name in outputs:
-            if m := _PRESENT.match(name):
-                present[(int(m.group(1)), m.group(2))] = name
-        layers = len(past) // 2
-        expected = {(i, kind) for i in range(layers) for kind in ("key", "value")}
-        if not past or set(past) != expected:
-            raise ChatError(
-                "the model has no complete past_key_values.N.key/value inputs; "
-                "export it with a KV cache (e.g. 'text-generation-with-past')"
-            )
-        if set(present) != expected:
-            raise ChatError("the model's present.N.key/value outputs do not match its past inputs")
-        first = past[(0, "key")]
-        dtype = _DTYPES.get(first.type)
-        if dtype is None:
-            raise ChatError(f"unsupported KV cache type {first.type}; need float32 or float16")
-        if any(_DTYPES.get(arg.type) is not dtype for arg in past.values()):
-            raise ChatError("the KV cache inputs mix element types")
-        shape = list(first.shape)
-        if len(shape) != 4:
-            raise ChatError(f"{first.name} has shape {shape}; expected [batch, heads, seq, dim]")
-        heads, head_dim = shape[1], shape[3]
-        if not isinstance(heads, int) or not isinstance(head_dim, int):
-            heads, head_dim = _dims_from_config(config or {})
-        logits = outputs["logits"]
+        logits = outputs[names.logits]
         logits_dtype = _DTYPES.get(logits.type)
         if logits_dtype is None:
             raise ChatError(f"unsupported logits type {logits.type}")
         vocab = logits.shape[-1] if logits.shape else None
-        order = [(i, kind) for i in range(layers) for kind in ("key", "value")]
         return cls(
-            attention_mask="attention_mask" in inputs,
-            position_ids="position_ids" in inputs,
+            input_ids=names.input_ids,
+            attention_mask=names.attention_mask if names.attention_mask in inputs else None,
+            position_ids=names.position_ids if names.position_ids in inputs else None,
             use_cache_branch="use_cache_branch" in inputs,
+            logits=names.logits,
             logits_dtype=logits_dtype,
             vocab_size=vocab if isinstance(vocab, int) else None,
-            cache=CacheLayout(
-                num_layers=layers,
-                num_kv_heads=heads,
-                head_dim=head_dim,
-                dtype=dtype,
-                past_names=tuple(past[k].name for k in order),
-                present_names=tuple(present[k] for k in order),
-            ),
+            cache=_cache_layout(inputs, outputs, config),
         )
 
 
-def _dims_from_config(config: Mapping[str, Any]) -> tuple[int, int]:
-    heads = config.get("num_key_value_heads", config.get("num_attention_heads"))
-    hidden = config.get("hidden_size")
-    attn = config.get("num_attention_heads")
-    head_dim = config.get("head_dim") or (
-        hidden // attn if isinstance(hidden, int) and isinstance(attn, int) and attn else None
+def _by_layer(template: str, names: Iterable[str]) -> dict[int, str]:
+    """The names matching a ``%d`` template, by layer number."""
+    pattern = re.compile("^" + re.escape(template).replace("%d", r"(\d+)") + "$")
+    return {int(m.group(1)): name for name in names if (m := pattern.match(name))}
+
+
+def _present_names(templates: Sequence[str], outputs: Iterable[str], layers: int) -> list[str]:
+    names = list(outputs)
+    for template in templates:
+        found = _by_layer(template, names)
+        if set(found) == set(range(layers)):
+            return [found[i] for i in range(layers)]
+    raise ChatError(
+        f"the model's outputs have no {' or '.join(templates)} for each of its {layers} layers"
     )
-    if not isinstance(heads, int) or not isinstance(head_dim, int):
+
+
+def _cache_layout(
+    inputs: Mapping[str, Any], outputs: Mapping[str, Any], config: ModelConfig
+) -> CacheLayout:
+    names = config.io
+    keys = _by_layer(names.past_key, inputs)
+    values = _by_layer(names.past_value, inputs)
+    layers = len(keys)
+    if not keys or set(keys) != set(range(layers)) or set(values) != set(keys):
         raise ChatError(
-            "the KV cache shape is symbolic and config.json does not give "
-            "num_key_value_heads/hidden_size/num_attention_heads"
+            f"the model has no complete {names.past_key}/{names.past_value} inputs; "
+            "export it with a KV cache (e.g. 'text-generation-with-past')"
         )
-    return heads, head_dim
+    present_keys = _present_names(names.present_key, outputs, layers)
+    present_values = _present_names(names.present_value, outputs, layers)
+    presents = [n for i in range(layers) for n in (present_keys[i], present_values[i])]
+    pasts = [inputs[n] for i in range(layers) for n in (keys[i], values[i])]
+    first = pasts[0]
+    dtype = _DTYPES.get(first.type)
+    if dtype is None:
+        raise ChatError(f"unsupported KV cache type {first.type}; need float32 or float16")
+    if any(_DTYPES.get(arg.type) is not dtype for arg in pasts):
+        raise ChatError("the KV cache inputs mix element types")
+    shape = list(first.shape)
+    if len(shape) != 4:
+        raise ChatError(f"{first.name} has shape {shape}; expected [batch, heads, seq, dim]")
+    heads, head_dim = _cache_dims(shape[1], shape[3], layers, config)
+    return CacheLayout(
+        num_layers=layers,
+        num_kv_heads=heads,
+        head_dim=head_dim,
+        dtype=dtype,
+        past_names=tuple(arg.name for arg in pasts),
+        present_names=tuple(presents),
+    )
 
 
-def find_model_file(path: Path) -> Path:
-    """The ONNX file to load: ``path`` itself, or the usual file names inside a folder.
+def _cache_dims(
+    heads: object, head_dim: object, layers: int, config: ModelConfig
+) -> tuple[int, int]:
+    """KV heads and head size: the graph's when it fixes them, else the config's."""
+    if isinstance(heads, int) and isinstance(head_dim, int):
+        return heads, head_dim
+    where = config.source or "a config.json or genai_config.json beside the model"
+    dims = config.cache_dims
+    if dims is None:
+        raise ChatError(
+            f"the KV cache shape is symbolic, and the number of KV heads and the head size are "
+            f"not in {where} (num_key_value_heads, head_dim/head_size or hidden_size and "
+            "num_attention_heads)"
+        )
+    if config.num_layers is not None and config.num_layers != layers:
+        raise ChatError(
+            f"{where} says {config.num_layers} layers but the graph has {layers}: "
+            "it does not describe this model"
+        )
+    for graph_value, config_value, what in (
+        (heads, dims[0], "KV heads"),
+        (head_dim, dims[1], "head size"),
+    ):
+        if isinstance(graph_value, int) and graph_value != config_value:
+            raise ChatError(f"{where} says {what} {config_value} but the graph has {graph_value}")
+    return dims
+
+
+def find_model_file(path: Path, named: str | None = None) -> Path:
+    """The ONNX file to load: ``path`` itself, or the file ``named``, or a usual name in a folder.
+
+    Args:
+        path: A model file or the folder holding it.
+        named: The file name the folder's ``genai_config.json`` gives, if any.
 
     Raises:
         ChatError: No model file is found.
@@ -179,6 +220,10 @@ def find_model_file(path: Path) -> Path:
         return path
     if not path.is_dir():
         raise ChatError(f"{path}: no such model file or folder")
+    if named is not None:
+        if not (path / named).is_file():
+            raise ChatError(f"{path}: {GENAI_CONFIG} names the model {named}, which is missing")
+        return path / named
     for name in MODEL_FILE_NAMES:
         if (path / name).is_file():
             return path / name
@@ -244,7 +289,8 @@ class CausalLM:
     Args:
         path: The ``.onnx`` file or a folder holding it (external data is read from beside it).
         threads: onnxruntime intra-op threads; None lets onnxruntime decide.
-        config: ``config.json`` of the model, for graphs with a symbolic cache shape.
+        config: The model's config, for the graph's names and a symbolic cache shape; read
+            from the folder (``genai_config.json``, ``config.json``) when not given.
         providers: onnxruntime execution providers; the CPU provider by default.
 
     Raises:
@@ -256,11 +302,14 @@ class CausalLM:
         path: Path,
         *,
         threads: int | None = None,
-        config: Mapping[str, Any] | None = None,
+        config: ModelConfig | None = None,
         providers: Sequence[str] | None = None,
     ) -> None:
         ort = require("onnxruntime")
-        self.path = find_model_file(Path(path))
+        path = Path(path)
+        if config is None:
+            config = ModelConfig.from_dir(path if path.is_dir() else path.parent)
+        self.path = find_model_file(path, config.model_file)
         options = ort.SessionOptions()
         if threads is not None:
             options.intra_op_num_threads = threads
@@ -327,29 +376,29 @@ class CausalLM:
         sig = self.signature
         binding = self._binding
         ids = np.array([token_ids], dtype=np.int64)
-        binding.bind_cpu_input("input_ids", ids)
+        binding.bind_cpu_input(sig.input_ids, ids)
         if sig.attention_mask:
             if self._ones.shape[1] < total:
                 self._ones = np.ones((1, max(total, 2 * self._ones.shape[1])), dtype=np.int64)
             # A one-row slice of a C-ordered array is contiguous: no copy.
-            binding.bind_cpu_input("attention_mask", self._ones[:, :total])
+            binding.bind_cpu_input(sig.attention_mask, self._ones[:, :total])
         if sig.position_ids:
             positions = np.arange(past, total, dtype=np.int64).reshape(1, count)
-            binding.bind_cpu_input("position_ids", positions)
+            binding.bind_cpu_input(sig.position_ids, positions)
         if sig.use_cache_branch:
             binding.bind_cpu_input("use_cache_branch", self._flags[past > 0])
         for name, value in zip(sig.cache.past_names, cache.values, strict=True):
             binding.bind_ortvalue_input(name, value)
         logits = self._logits_buffer(count)
         if logits is None:
-            binding.bind_output("logits", "cpu")
+            binding.bind_output(sig.logits, "cpu")
         elif count == 1:
             binding.bind_output(
-                "logits", "cpu", 0, sig.logits_dtype, self._step_shape, self._step_ptr
+                sig.logits, "cpu", 0, sig.logits_dtype, self._step_shape, self._step_ptr
             )
         else:
             binding.bind_output(
-                "logits", "cpu", 0, sig.logits_dtype, list(logits.shape), logits.ctypes.data
+                sig.logits, "cpu", 0, sig.logits_dtype, list(logits.shape), logits.ctypes.data
             )
         # Rebinding each present output drops the previous step's tensors from the binding,
         # which are now this step's inputs: onnxruntime must allocate fresh ones.

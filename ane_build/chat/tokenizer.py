@@ -1,55 +1,24 @@
 """Tokenizer of a chat model folder (``tokenizer.json`` + configs) and streaming detokenization.
 
 Wraps a `tokenizers.Tokenizer`, works out the BOS token and every end-of-sequence id from
-``tokenizer_config.json``, ``generation_config.json`` and ``config.json``, and turns a stream of
-token ids into text pieces that add up to the full decode. This module must not run models or
-render templates.
+``tokenizer_config.json``, ``generation_config.json`` and the model config (``config.json`` or
+``genai_config.json``), and turns a stream of token ids into text pieces that add up to the full
+decode. This module must not run models or render templates.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 from ._deps import require
+from .config import ModelConfig, read_json, token_ids
 from .errors import ChatError
 from .template import token_text
 
 log = logging.getLogger(__name__)
-
-
-def read_json(path: Path) -> dict[str, Any]:
-    """Parse a JSON object file; an absent file gives an empty dict.
-
-    Raises:
-        ChatError: The file exists but is not a JSON object.
-    """
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return {}
-    except OSError as exc:
-        raise ChatError(f"{path}: cannot read: {exc.strerror}") from exc
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ChatError(f"{path}: invalid JSON: {exc}") from exc
-    if not isinstance(data, dict):
-        raise ChatError(f"{path}: expected a JSON object")
-    return data
-
-
-def _ids(value: object) -> list[int]:
-    if isinstance(value, bool):
-        return []
-    if isinstance(value, int):
-        return [value]
-    if isinstance(value, list):
-        return [v for v in value if isinstance(v, int) and not isinstance(v, bool)]
-    return []
 
 
 class ChatTokenizer:
@@ -89,11 +58,16 @@ class ChatTokenizer:
         self.eos_ids = frozenset(eos_ids)
 
     @classmethod
-    def from_dir(cls, directory: Path) -> ChatTokenizer:
+    def from_dir(cls, directory: Path, model_config: ModelConfig | None = None) -> ChatTokenizer:
         """Load ``tokenizer.json`` and the configs beside it.
 
+        Args:
+            directory: The folder holding ``tokenizer.json``.
+            model_config: The folder's model config, for its end-of-sequence ids; read from
+                ``directory`` when not given.
+
         Raises:
-            ChatError: ``tokenizer.json`` is missing or unreadable.
+            ChatError: ``tokenizer.json`` is missing or unreadable, or a config is malformed.
         """
         tokenizers = require("tokenizers")
         path = directory / "tokenizer.json"
@@ -110,8 +84,11 @@ class ChatTokenizer:
         eos_id = tok.token_to_id(eos) if eos is not None else None
         if eos_id is not None:
             eos_ids.add(eos_id)
-        for name in ("generation_config.json", "config.json"):
-            eos_ids.update(_ids(read_json(directory / name).get("eos_token_id")))
+        generation = read_json(directory / "generation_config.json")
+        eos_ids.update(token_ids(generation.get("eos_token_id")))
+        if model_config is None:
+            model_config = ModelConfig.from_dir(directory)
+        eos_ids.update(model_config.eos_token_ids)
         if not eos_ids:
             log.warning(
                 "%s: no end-of-sequence token found; answers stop at the length limit", path
