@@ -245,6 +245,18 @@ def test_graph_with_a_symbolic_vocabulary_gives_the_same_logits(
     assert symbolic.vocab_size == fixed.vocab_size
 
 
+def test_model_vocabulary_larger_than_the_tokenizer(tmp_path: Path) -> None:
+    folder = write_tiny_llama(tmp_path / "wide", TinyLlamaConfig(model_vocab_size=2000))
+    model = ChatModel.load(folder, threads=1)
+    assert model.lm.vocab_size == 2000
+    assert model.tokenizer.vocab_size == 1024
+    session = ChatSession(model, sampling=SamplingConfig(temperature=0.0), max_new_tokens=6)
+    "".join(session.ask("Hi"))
+    assert session.last_stats is not None and session.last_stats.new_tokens == 6
+    with pytest.raises(ChatError, match="model_vocab_size"):
+        TinyLlamaConfig(model_vocab_size=1000)
+
+
 def test_graph_without_position_ids_gives_the_same_logits(tiny_dirs: dict[str, Path]) -> None:
     with_pos = CausalLM(tiny_dirs["float32"], threads=1)
     without = CausalLM(tiny_dirs["no_position_ids"], threads=1)
@@ -456,7 +468,15 @@ def test_tiny_model_is_deterministic_and_cached(tiny_dirs: dict[str, Path], tmp_
 
 def test_make_tiny_llama_tool(tmp_path: Path) -> None:
     result = subprocess.run(
-        [sys.executable, str(TOOL), str(tmp_path / "t"), "--cache-dtype", "float16"],
+        [
+            sys.executable,
+            str(TOOL),
+            str(tmp_path / "t"),
+            "--cache-dtype",
+            "float16",
+            "--model-vocab-size",
+            "1500",
+        ],
         capture_output=True,
         text=True,
         timeout=120,
@@ -464,6 +484,7 @@ def test_make_tiny_llama_tool(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     lm = CausalLM(tmp_path / "t", threads=1)
     assert lm.signature.cache.dtype_name == "float16"
+    assert lm.vocab_size == 1500
 
 
 # --- the example script --------------------------------------------------------------------------
