@@ -289,10 +289,10 @@ class KVCache:
 
     def tensors(self) -> list[NDArray[Any]]:
         """The cached keys and values as arrays ``[1, kv_heads, len, head_dim]`` (views)."""
-        shape = self._shape(self._filled)
-        size = int(np.prod(shape))
         if not self._sets:
             return []
+        shape = self._shape(self._filled)
+        size = int(np.prod(shape))
         return [buffer[:size].reshape(shape) for buffer in self._sets[self._current].arrays]
 
     def truncate(self, length: int) -> None:
@@ -317,7 +317,8 @@ class KVCache:
         layout = self.layout
         size = capacity * layout.num_kv_heads * layout.head_dim
         count = len(layout.past_names)
-        # np.empty maps pages lazily: capacity not yet used costs address space, not memory.
+        # np.empty leaves the memory untouched: the pages of a large buffer only become resident
+        # as positions are written, so capacity not used yet costs address space, not memory.
         sets = [Buffers.empty(count, size, layout.dtype) for _ in range(2)]
         if self._filled:
             used = int(np.prod(self._shape(self._filled)))
