@@ -157,8 +157,8 @@ class StreamDecoder:
         # space, Metaspace) treat it alike in every decode of this window, and byte runs never
         # cross its start: what the window adds after `_sent` is what the full decode adds. A
         # trailing U+FFFD may be an incomplete character of a byte-level vocabulary that the
-        # next token completes, so it is held back; a window that no longer starts with what was
-        # sent (a decoder rewriting earlier text) emits nothing and `flush` reconciles.
+        # next token completes, so it is held back. A window that no longer starts with what was
+        # sent (a decoder rewriting text already shown) emits nothing more; `flush` reports it.
         stable = len(window.rstrip("\ufffd"))
         if stable <= len(self._sent) or not window.startswith(self._sent):
             return ""
@@ -174,8 +174,9 @@ class StreamDecoder:
     def flush(self) -> str:
         """End the stream: the rest of the full decode (text held back so far), then start over.
 
-        The rest is cut from one decode of every pushed token, so the stream as a whole always
-        equals `ChatTokenizer.decode` of the tokens, whatever was held back.
+        The rest is cut from one decode of every pushed token, so the stream as a whole equals
+        `ChatTokenizer.decode` of the tokens whatever was held back, given that every piece
+        already emitted was settled text; a warning is logged if a decoder broke that.
         """
         full = self._tok.decode(self._ids)
         sent = "".join(self._pieces)
