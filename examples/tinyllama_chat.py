@@ -5,15 +5,17 @@ Usage: examples/tinyllama_chat.py [MODEL_DIR] [--device auto|sim|PATH] [--system
        [--prompt TEXT|-] [--max-new-tokens N] [--temperature T] [--top-k K] [--top-p P]
        [--repetition-penalty R] [--seed S] [--ane-container PATH]
 
-MODEL_DIR holds model.onnx (external data beside it is fine), tokenizer.json and, ideally,
-tokenizer_config.json with the model's chat template. Without MODEL_DIR a tiny random-weight demo
-model is built once under build/tiny-llama/ in the current directory: it answers gibberish, but
-exercises every part of the pipeline.
+MODEL_DIR holds model.onnx (external data beside it is fine), tokenizer.json, config.json or an
+onnxruntime-genai genai_config.json, and, ideally, the model's chat template (chat_template.jinja or
+in tokenizer_config.json; without one the TinyLlama format is used, with a warning). Without
+MODEL_DIR a tiny random-weight demo model is built once under build/tiny-llama/ in the current
+directory: it answers gibberish, but exercises every part of the pipeline.
 
 Interactive mode: /reset clears the history, /quit or Ctrl-D exits, Ctrl-C stops the current
-answer. With --prompt the script answers once and exits; only the answer goes to stdout
-(--prompt - reads the message from stdin). Status lines and the stats line after each answer
-(time to first token, prefill and decode tokens per second) go to stderr.
+answer. With --prompt the script answers once and exits (status 1 if the message does not fit
+the context); only the answer goes to stdout (--prompt - reads the message from stdin). Status
+lines and the stats line after each answer (time to first token, prefill and decode tokens per
+second) go to stderr.
 """
 
 from __future__ import annotations
