@@ -5,15 +5,17 @@ Usage: examples/tinyllama_chat.py [MODEL_DIR] [--device auto|sim|PATH] [--system
        [--prompt TEXT|-] [--max-new-tokens N] [--temperature T] [--top-k K] [--top-p P]
        [--repetition-penalty R] [--seed S] [--ane-container PATH]
 
-MODEL_DIR holds model.onnx (external data beside it is fine), tokenizer.json and, ideally,
-tokenizer_config.json with the model's chat template. Without MODEL_DIR a tiny random-weight demo
-model is built once under build/tiny-llama/ in the current directory: it answers gibberish, but
-exercises every part of the pipeline.
+MODEL_DIR holds model.onnx (external data beside it is fine), tokenizer.json, config.json or an
+onnxruntime-genai genai_config.json, and, ideally, the model's chat template (chat_template.jinja or
+in tokenizer_config.json; without one the TinyLlama format is used, with a warning). Without
+MODEL_DIR a tiny random-weight demo model is built once under build/tiny-llama/ in the current
+directory: it answers gibberish, but exercises every part of the pipeline.
 
 Interactive mode: /reset clears the history, /quit or Ctrl-D exits, Ctrl-C stops the current
-answer. With --prompt the script answers once and exits; only the answer goes to stdout
-(--prompt - reads the message from stdin). Status lines and the stats line after each answer
-(time to first token, prefill and decode tokens per second) go to stderr.
+answer. With --prompt the script answers once and exits (status 1 if the message does not fit
+the context); only the answer goes to stdout (--prompt - reads the message from stdin). Status
+lines and the stats line after each answer (time to first token, prefill and decode tokens per
+second) go to stderr.
 """
 
 from __future__ import annotations
@@ -70,13 +72,13 @@ def load_model(model_dir: Path | None) -> ChatModel:
 
 
 def answer(session: ChatSession, text: str) -> None:
-    """Stream one answer to stdout; Ctrl-C stops it. Then print the stats line."""
+    """Stream one answer to stdout; Ctrl-C stops it. Then print the stats line.
+
+    Raises:
+        ContextOverflowError: The message does not fit the context window.
+    """
     dropped = session.dropped_turns
-    try:
-        stream = session.ask(text)
-    except ContextOverflowError as exc:
-        note(f"error: {exc}")
-        return
+    stream = session.ask(text)
     try:
         for piece in stream:
             sys.stdout.write(piece)
@@ -127,7 +129,11 @@ def chat_loop(session: ChatSession) -> None:
             session.reset()
             note("[history cleared]")
             continue
-        answer(session, text)
+        try:
+            answer(session, text)
+        except ContextOverflowError as exc:
+            # One message too long does not end an interactive chat; in one-shot mode it does.
+            note(f"error: {exc}")
 
 
 def main(argv: list[str] | None = None) -> int:

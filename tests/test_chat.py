@@ -282,6 +282,23 @@ def test_tokenizer_maps_template_tokens_and_eos(chat_model: ChatModel) -> None:
     assert tok.token_to_id("<|assistant|>") in ids
 
 
+def test_chat_model_renders_with_the_chat_template_jinja_beside_it(
+    tiny_dirs: dict[str, Path], tmp_path: Path
+) -> None:
+    folder = tmp_path / "with-jinja"
+    shutil.copytree(tiny_dirs["float32"], folder)
+    (folder / "chat_template.jinja").write_text(
+        "{% for m in messages %}[{{ m['role'] }}] {{ m['content'] }}{{ eos_token }}{% endfor %}"
+        "{% if add_generation_prompt %}[assistant] {% endif %}",
+        encoding="utf-8",
+    )
+    model = ChatModel.load(folder, threads=1)
+    assert "chat_template.jinja" in model.describe()
+    session = ChatSession(model, system="Be brief.", sampling=GREEDY, max_new_tokens=4)
+    ids = session.fit_prompt("Hi")
+    assert model.tokenizer.decode(ids) == "[system] Be brief.[user] Hi[assistant] "
+
+
 def test_stream_decoder_never_splits_characters(chat_model: ChatModel) -> None:
     tok = chat_model.tokenizer
     text = "Café, naïve façade — über 20 °C. 日本語 ✓"
@@ -351,7 +368,15 @@ def test_tiny_model_is_deterministic_and_cached(tiny_dirs: dict[str, Path], tmp_
 
 def test_make_tiny_llama_tool(tmp_path: Path) -> None:
     result = subprocess.run(
-        [sys.executable, str(TOOL), str(tmp_path / "t"), "--cache-dtype", "float16"],
+        [
+            sys.executable,
+            str(TOOL),
+            str(tmp_path / "t"),
+            "--cache-dtype",
+            "float16",
+            "--model-vocab-size",
+            "1500",
+        ],
         capture_output=True,
         text=True,
         timeout=120,
@@ -359,6 +384,7 @@ def test_make_tiny_llama_tool(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     lm = CausalLM(tmp_path / "t", threads=1)
     assert lm.signature.cache.dtype_name == "float16"
+    assert lm.vocab_size == 1500
 
 
 # --- the example script --------------------------------------------------------------------------
@@ -436,6 +462,38 @@ def test_example_prompt_text_ignores_piped_stdin_and_rejects_bad_settings(
     assert bad.returncode == 1
     assert "error: top_p must be in (0, 1]" in bad.stderr
     assert bad.stdout == ""
+
+
+@pytest.fixture(scope="session")
+def small_context_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny model with a 48-token context window."""
+    root = tmp_path_factory.mktemp("ctx48")
+    return write_tiny_llama(root / "m", TinyLlamaConfig(max_position_embeddings=48))
+
+
+def test_example_prompt_too_long_exits_1_with_one_error_line(
+    small_context_dir: Path, tmp_path: Path
+) -> None:
+    long_message = "Tell me about the weather in the hills and the valleys " * 4
+    args = ["--prompt", long_message, "--temperature", "0"]
+    result = run_example(str(small_context_dir), *args, stdin="", cwd=tmp_path)
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.count("error: the prompt needs") == 1
+    assert "context window is 48" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert "TTFT" not in result.stderr
+    assert result.stdout == ""
+
+
+def test_example_interactive_goes_on_after_a_message_too_long(
+    small_context_dir: Path, tmp_path: Path
+) -> None:
+    lines = "Tell me about the weather in the hills and the valleys " * 4 + "\nHi\n"
+    args = ["--temperature", "0", "--max-new-tokens", "4", "--system", ""]
+    result = run_example(str(small_context_dir), *args, stdin=lines, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.count("error: the prompt needs") == 1
+    assert result.stderr.count("TTFT") == 1
 
 
 def test_example_interactive_with_piped_lines_builds_the_demo_model(tmp_path: Path) -> None:

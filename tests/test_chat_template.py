@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
+import logging
 from collections.abc import Sequence
+from pathlib import Path
 
 import pytest
 
 from ane_build.chat.errors import ChatError
 from ane_build.chat.template import (
+    TEMPLATE_FILE,
     TINYLLAMA_CHAT_TEMPLATE,
     ChatTemplate,
     Message,
@@ -111,6 +115,74 @@ def test_unknown_role_is_an_error(source: str | None) -> None:
 def test_sandbox_and_syntax_errors_become_chat_errors(source: str) -> None:
     with pytest.raises(ChatError):
         ChatTemplate(source).render(HISTORY)
+
+
+# A template of another family (ChatML-like), so which file was read shows in the output.
+CHATML_TEMPLATE = (
+    "{% for m in messages %}"
+    "{{ '<|im_start|>' + m['role'] + '\\n' + m['content'] + '<|im_end|>\\n' }}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+SHORT: list[Message] = [{"role": "user", "content": "Hi!"}]
+CHATML_SHORT = "<|im_start|>user\nHi!<|im_end|>\n<|im_start|>assistant\n"
+TINYLLAMA_SHORT = "<|user|>\nHi!</s>\n<|assistant|>\n"
+
+
+def write_folder(
+    folder: Path, *, jinja: str | None, config_template: str | None
+) -> dict[str, object]:
+    config: dict[str, object] = {"eos_token": "</s>", "bos_token": "<s>"}
+    if config_template is not None:
+        config["chat_template"] = config_template
+    (folder / "tokenizer_config.json").write_text(json.dumps(config), encoding="utf-8")
+    if jinja is not None:
+        (folder / TEMPLATE_FILE).write_text(jinja, encoding="utf-8")
+    return config
+
+
+def test_chat_template_jinja_wins_over_tokenizer_config(tmp_path: Path) -> None:
+    config = write_folder(tmp_path, jinja=CHATML_TEMPLATE, config_template=TINYLLAMA_CHAT_TEMPLATE)
+    template = ChatTemplate.from_dir(tmp_path, config)
+    assert template.render(SHORT) == CHATML_SHORT
+    assert template.origin == TEMPLATE_FILE
+    assert "chat_template.jinja" in template.description
+
+
+def test_jinja_file_keeps_the_special_tokens_of_tokenizer_config(tmp_path: Path) -> None:
+    config = write_folder(tmp_path, jinja="{{ bos_token }}|{{ eos_token }}", config_template=None)
+    assert ChatTemplate.from_dir(tmp_path, config).render([]) == "<s>|</s>"
+
+
+def test_tokenizer_config_template_is_used_without_a_jinja_file(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    config = write_folder(tmp_path, jinja=None, config_template=CHATML_TEMPLATE)
+    with caplog.at_level(logging.WARNING, logger="ane_build.chat.template"):
+        template = ChatTemplate.from_dir(tmp_path, config)
+    assert template.render(SHORT) == CHATML_SHORT
+    assert template.origin == "tokenizer_config.json"
+    assert not caplog.records
+
+
+def test_missing_template_falls_back_to_tinyllama_with_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    config = write_folder(tmp_path, jinja=None, config_template=None)
+    with caplog.at_level(logging.WARNING, logger="ane_build.chat.template"):
+        template = ChatTemplate.from_dir(tmp_path, config)
+    assert template.is_builtin
+    assert template.render(SHORT) == TINYLLAMA_SHORT
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    assert "built-in TinyLlama" in warnings[0].getMessage()
+    assert TEMPLATE_FILE in warnings[0].getMessage()
+
+
+def test_unreadable_jinja_file_is_a_chat_error(tmp_path: Path) -> None:
+    config = write_folder(tmp_path, jinja=None, config_template=None)
+    (tmp_path / TEMPLATE_FILE).write_bytes(b"\xff\xfe{{ broken")
+    with pytest.raises(ChatError, match=r"chat_template\.jinja"):
+        ChatTemplate.from_dir(tmp_path, config)
 
 
 def turn_count(messages: Sequence[Message]) -> int:

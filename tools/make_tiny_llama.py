@@ -3,7 +3,7 @@
 
 Usage: tools/make_tiny_llama.py OUT_DIR [--cache-dtype float32|float16] [--no-position-ids]
        [--hidden-size N] [--intermediate-size N] [--layers N] [--heads N] [--kv-heads N]
-       [--vocab-size N] [--context N] [--seed N] [--external-data]
+       [--vocab-size N] [--model-vocab-size N] [--context N] [--seed N] [--external-data]
 
 A thin command line over `ane_build.chat.tiny`; the weights are random, so the model shows the
 chat plumbing working, not sensible answers.
@@ -36,6 +36,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--heads", type=int, default=defaults.num_heads)
     parser.add_argument("--kv-heads", type=int, default=defaults.num_kv_heads)
     parser.add_argument("--vocab-size", type=int, default=defaults.vocab_size)
+    parser.add_argument(
+        "--model-vocab-size",
+        type=int,
+        default=None,
+        help="give the model more ids than the tokenizer (e.g. 32000, LLaMA's size)",
+    )
     parser.add_argument("--context", type=int, default=defaults.max_position_embeddings)
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument(
@@ -51,6 +57,7 @@ def main(argv: list[str] | None = None) -> int:
             num_kv_heads=args.kv_heads,
             max_position_embeddings=args.context,
             vocab_size=args.vocab_size,
+            model_vocab_size=args.model_vocab_size,
             cache_dtype=args.cache_dtype,
             position_ids=not args.no_position_ids,
             seed=args.seed,

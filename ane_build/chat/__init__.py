@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .ane import AneStepReport, run_ane_step
+    from .config import IoNames, ModelConfig
     from .errors import ChatDependencyError, ChatError, ContextOverflowError
     from .generate import GenerationStats, TokenGenerator
     from .model import CacheLayout, CausalLM, KVCache, ModelSignature
@@ -24,6 +25,8 @@ if TYPE_CHECKING:
 _EXPORTS = {
     "AneStepReport": "ane",
     "run_ane_step": "ane",
+    "IoNames": "config",
+    "ModelConfig": "config",
     "ChatDependencyError": "errors",
     "ChatError": "errors",
     "ContextOverflowError": "errors",
@@ -61,8 +64,10 @@ __all__ = [
     "ChatTokenizer",
     "ContextOverflowError",
     "GenerationStats",
+    "IoNames",
     "KVCache",
     "Message",
+    "ModelConfig",
     "ModelSignature",
     "Sampler",
     "SamplingConfig",

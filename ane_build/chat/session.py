@@ -17,28 +17,30 @@ from typing import Any
 
 import numpy as np
 
+from .config import ModelConfig, read_json
 from .errors import ContextOverflowError
 from .generate import GenerationStats, TokenGenerator
-from .model import CausalLM, find_model_file
+from .model import CausalLM
 from .sampling import SamplingConfig
 from .template import ChatTemplate, Message, truncate_history
-from .tokenizer import ChatTokenizer, StreamDecoder, read_json
+from .tokenizer import ChatTokenizer, StreamDecoder
 
 log = logging.getLogger(__name__)
 
 DEFAULT_CONTEXT_WINDOW = 2048
 
 
-def _context_window(config: Mapping[str, Any], tokenizer_config: Mapping[str, Any]) -> int:
-    for value in (
-        config.get("max_position_embeddings"),
-        config.get("n_positions"),
-        tokenizer_config.get("model_max_length"),
-    ):
-        # Tokenizer configs use a huge sentinel for "no limit".
-        if isinstance(value, int) and 0 < value < 10_000_000:
-            return value
-    log.warning("no context window in config.json; assuming %d", DEFAULT_CONTEXT_WINDOW)
+def _context_window(config: ModelConfig, tokenizer_config: Mapping[str, Any]) -> int:
+    if config.context_length is not None:
+        return config.context_length
+    value = tokenizer_config.get("model_max_length")
+    # Tokenizer configs use a huge sentinel for "no limit".
+    if isinstance(value, int) and 0 < value < 10_000_000:
+        return value
+    log.warning(
+        "no context window in config.json, genai_config.json or tokenizer_config.json; assuming %d",
+        DEFAULT_CONTEXT_WINDOW,
+    )
     return DEFAULT_CONTEXT_WINDOW
 
 
@@ -50,7 +52,7 @@ class ChatModel:
         directory: The folder with the tokenizer and configs.
         lm: The ONNX causal LM.
         tokenizer: Its tokenizer.
-        template: Its chat template (or the built-in TinyLlama format).
+        template: Its chat template (or the built-in TinyLlama format, with a warning).
         context_window: Most tokens the model attends to.
     """
 
@@ -65,21 +67,22 @@ class ChatModel:
         """Load a model folder (or a model file with its tokenizer files beside it).
 
         Args:
-            path: Folder holding ``model.onnx`` (or another usual name) and ``tokenizer.json``,
-                or the ``.onnx`` file itself.
+            path: Folder holding ``model.onnx`` (or another usual name, or the file its
+                ``genai_config.json`` names) and ``tokenizer.json``, or the ``.onnx`` file
+                itself.
             threads: onnxruntime intra-op threads; None lets onnxruntime decide.
 
         Raises:
             ChatError: A file is missing, unreadable or inconsistent.
         """
-        model_file = find_model_file(Path(path))
-        directory = Path(path) if Path(path).is_dir() else model_file.parent
-        config = read_json(directory / "config.json")
+        path = Path(path)
+        directory = path if path.is_dir() else path.parent
+        config = ModelConfig.from_dir(directory)
         tokenizer_config = read_json(directory / "tokenizer_config.json")
-        lm = CausalLM(model_file, threads=threads, config=config)
-        tokenizer = ChatTokenizer.from_dir(directory)
-        template = ChatTemplate.from_tokenizer_config(tokenizer_config)
-        vocab = lm.vocab_size
+        lm = CausalLM(path, threads=threads, config=config)
+        tokenizer = ChatTokenizer.from_dir(directory, config)
+        template = ChatTemplate.from_dir(directory, tokenizer_config)
+        vocab = lm.vocab_size or config.vocab_size
         if vocab is not None and vocab < tokenizer.vocab_size:
             log.warning(
                 "the tokenizer has %d tokens but the model only %d", tokenizer.vocab_size, vocab

@@ -1,9 +1,10 @@
 """Chat prompt rendering: the model's own Jinja chat template, or the built-in TinyLlama format.
 
-Templates from ``tokenizer_config.json`` run in jinja2's immutable sandbox with the settings model
-authors write them for (``trim_blocks``, ``lstrip_blocks``, loop controls). Also decides which old
-turns to drop when a conversation outgrows the context. This module must not tokenize or run
-models: callers pass a ``fits`` predicate for truncation.
+The model's template comes from ``chat_template.jinja`` beside the tokenizer or, failing that, from
+``tokenizer_config.json`` (the file wins, as in transformers). Templates run in jinja2's immutable
+sandbox with the settings model authors write them for (``trim_blocks``, ``lstrip_blocks``, loop
+controls). Also decides which old turns to drop when a conversation outgrows the context. This
+module must not tokenize or run models: callers pass a ``fits`` predicate for truncation.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import json
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
+from pathlib import Path
 from typing import Any, Literal, TypedDict
 
 from ._deps import require
@@ -42,6 +44,9 @@ TINYLLAMA_CHAT_TEMPLATE = (
 )
 
 _ROLES = ("system", "user", "assistant")
+#: Where recent transformers versions save the template, and exports made with them copy it.
+TEMPLATE_FILE = "chat_template.jinja"
+_TOKENIZER_CONFIG = "tokenizer_config.json"
 
 
 def render_tinyllama(
@@ -80,6 +85,15 @@ def token_text(value: object) -> str | None:
     return None
 
 
+def _special_tokens(config: Mapping[str, Any]) -> dict[str, str]:
+    tokens = {}
+    for key in ("bos_token", "eos_token", "unk_token", "pad_token"):
+        text = token_text(config.get(key))
+        if text is not None:
+            tokens[key] = text
+    return tokens
+
+
 def _raise_exception(message: str) -> None:
     raise ChatError(f"chat template error: {message}")
 
@@ -99,13 +113,54 @@ class ChatTemplate:
     Args:
         source: Jinja source of the model's template; None selects the built-in TinyLlama format.
         special_tokens: Values for ``bos_token``, ``eos_token``, ``unk_token`` and ``pad_token``.
+        origin: Where ``source`` was read from, for messages (e.g. ``chat_template.jinja``).
     """
 
-    def __init__(self, source: str | None, special_tokens: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        source: str | None,
+        special_tokens: Mapping[str, str] | None = None,
+        *,
+        origin: str | None = None,
+    ) -> None:
         self.source = source
+        self.origin = origin
         self.special_tokens = dict(special_tokens or {})
         self.special_tokens.setdefault("eos_token", "</s>")
         self._compiled: Any = None
+
+    @classmethod
+    def from_dir(cls, directory: Path, tokenizer_config: Mapping[str, Any]) -> ChatTemplate:
+        """The template of a model folder: ``chat_template.jinja``, else ``tokenizer_config.json``.
+
+        The special tokens always come from ``tokenizer_config.json``. With no template in
+        either place the built-in TinyLlama format is used, and a warning says so: for any
+        other model family that format gives prompts the model was never trained on.
+
+        Args:
+            directory: The folder holding the tokenizer files.
+            tokenizer_config: Its parsed ``tokenizer_config.json`` (empty when absent).
+
+        Raises:
+            ChatError: A template is present but unreadable or not a string.
+        """
+        path = Path(directory) / TEMPLATE_FILE
+        try:
+            source = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            template = cls.from_tokenizer_config(tokenizer_config)
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ChatError(f"{path}: cannot read the chat template: {exc}") from exc
+        else:
+            template = cls(source, _special_tokens(tokenizer_config), origin=TEMPLATE_FILE)
+        if template.is_builtin:
+            log.warning(
+                "%s: no chat template in %s or %s; using the built-in TinyLlama chat format",
+                directory,
+                TEMPLATE_FILE,
+                _TOKENIZER_CONFIG,
+            )
+        return template
 
     @classmethod
     def from_tokenizer_config(cls, config: Mapping[str, Any]) -> ChatTemplate:
@@ -122,13 +177,9 @@ class ChatTemplate:
             }
             source = named.get("default") or next(iter(named.values()), None)
         if source is not None and not isinstance(source, str):
-            raise ChatError("tokenizer_config.json: chat_template is not a string")
-        tokens = {}
-        for key in ("bos_token", "eos_token", "unk_token", "pad_token"):
-            text = token_text(config.get(key))
-            if text is not None:
-                tokens[key] = text
-        return cls(source or None, tokens)
+            raise ChatError(f"{_TOKENIZER_CONFIG}: chat_template is not a string")
+        origin = _TOKENIZER_CONFIG if source else None
+        return cls(source or None, _special_tokens(config), origin=origin)
 
     @property
     def is_builtin(self) -> bool:
@@ -140,7 +191,7 @@ class ChatTemplate:
         """Which template renders prompts, for messages."""
         if self.is_builtin:
             return "built-in TinyLlama chat format"
-        return "chat template from tokenizer_config.json"
+        return f"chat template from {self.origin or 'the caller'}"
 
     def _template(self) -> Any:
         if self._compiled is None:

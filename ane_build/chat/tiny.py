@@ -48,6 +48,9 @@ class TinyLlamaConfig:
         num_kv_heads: Key/value heads (grouped-query attention when fewer than query heads).
         max_position_embeddings: Context window written to ``config.json``.
         vocab_size: Target vocabulary of the trained tokenizer (the model uses its real size).
+        model_vocab_size: Rows of the embedding and columns of the LM head, when the model
+            should have more ids than the tokenizer (e.g. LLaMA's 32000, for realistic logits
+            sizes); the extra ids have no text. None gives the model the tokenizer's size.
         rope_theta: Base of the rotary frequencies.
         rms_norm_eps: Epsilon of RMSNorm.
         cache_dtype: Element type of the KV cache inputs and outputs; the model computes in
@@ -64,6 +67,7 @@ class TinyLlamaConfig:
     num_kv_heads: int = 2
     max_position_embeddings: int = 512
     vocab_size: int = 1024
+    model_vocab_size: int | None = None
     rope_theta: float = 10000.0
     rms_norm_eps: float = 1e-5
     cache_dtype: Literal["float32", "float16"] = "float32"
@@ -81,6 +85,9 @@ class TinyLlamaConfig:
             raise ChatError(f"cache_dtype must be float32 or float16, not {self.cache_dtype}")
         if self.vocab_size < 300:
             raise ChatError("vocab_size must leave room for 256 byte tokens and merges")
+        if self.model_vocab_size is not None and self.model_vocab_size < self.vocab_size:
+            # The trained tokenizer has at most vocab_size ids; the model must cover them all.
+            raise ChatError("model_vocab_size must be at least vocab_size")
 
     @property
     def head_dim(self) -> int:
@@ -431,6 +438,8 @@ def write_tiny_llama(
     (out_dir / "config.json").unlink(missing_ok=True)
     tokenizer = train_tokenizer(config.vocab_size)
     vocab = int(tokenizer.get_vocab_size(with_added_tokens=True))
+    if config.model_vocab_size is not None:
+        vocab = config.model_vocab_size
     tokenizer.save(str(out_dir / "tokenizer.json"))
     _write_json(out_dir / "tokenizer_config.json", tokenizer_config(config))
     _write_json(

@@ -1,55 +1,24 @@
 """Tokenizer of a chat model folder (``tokenizer.json`` + configs) and streaming detokenization.
 
 Wraps a `tokenizers.Tokenizer`, works out the BOS token and every end-of-sequence id from
-``tokenizer_config.json``, ``generation_config.json`` and ``config.json``, and turns a stream of
-token ids into text pieces that never split a multi-byte character. This module must not run models
-or render templates.
+``tokenizer_config.json``, ``generation_config.json`` and the model config (``config.json`` or
+``genai_config.json``), and turns a stream of token ids into text pieces that add up to the full
+decode. This module must not run models or render templates.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 from ._deps import require
+from .config import ModelConfig, read_json, token_ids
 from .errors import ChatError
 from .template import token_text
 
 log = logging.getLogger(__name__)
-
-
-def read_json(path: Path) -> dict[str, Any]:
-    """Parse a JSON object file; an absent file gives an empty dict.
-
-    Raises:
-        ChatError: The file exists but is not a JSON object.
-    """
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return {}
-    except OSError as exc:
-        raise ChatError(f"{path}: cannot read: {exc.strerror}") from exc
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ChatError(f"{path}: invalid JSON: {exc}") from exc
-    if not isinstance(data, dict):
-        raise ChatError(f"{path}: expected a JSON object")
-    return data
-
-
-def _ids(value: object) -> list[int]:
-    if isinstance(value, bool):
-        return []
-    if isinstance(value, int):
-        return [value]
-    if isinstance(value, list):
-        return [v for v in value if isinstance(v, int) and not isinstance(v, bool)]
-    return []
 
 
 class ChatTokenizer:
@@ -60,6 +29,11 @@ class ChatTokenizer:
         bos_token: Text of the beginning-of-sequence token, if the model uses one.
         add_bos: Prepend the BOS token when encoding a prompt that does not start with it.
         eos_ids: Every token id that ends generation.
+
+    Attributes:
+        special_ids: Ids of the special tokens `decode` leaves out.
+        byte_ids: Ids of the byte-fallback pieces ``<0x00>`` to ``<0xFF>`` (none in byte-level
+            vocabularies).
     """
 
     def __init__(
@@ -71,17 +45,29 @@ class ChatTokenizer:
         eos_ids: Iterable[int] = (),
     ) -> None:
         self._tok = tokenizer
+        self.special_ids = frozenset(
+            i for i, added in tokenizer.get_added_tokens_decoder().items() if added.special
+        )
+        # SentencePiece byte-fallback pieces, as LLaMA-family vocabularies name them.
+        self.byte_ids = frozenset(
+            i for b in range(256) if (i := tokenizer.token_to_id(f"<0x{b:02X}>")) is not None
+        )
         self.bos_token = bos_token
         self.bos_id: int | None = tokenizer.token_to_id(bos_token) if bos_token else None
         self.add_bos = add_bos and self.bos_id is not None
         self.eos_ids = frozenset(eos_ids)
 
     @classmethod
-    def from_dir(cls, directory: Path) -> ChatTokenizer:
+    def from_dir(cls, directory: Path, model_config: ModelConfig | None = None) -> ChatTokenizer:
         """Load ``tokenizer.json`` and the configs beside it.
 
+        Args:
+            directory: The folder holding ``tokenizer.json``.
+            model_config: The folder's model config, for its end-of-sequence ids; read from
+                ``directory`` when not given.
+
         Raises:
-            ChatError: ``tokenizer.json`` is missing or unreadable.
+            ChatError: ``tokenizer.json`` is missing or unreadable, or a config is malformed.
         """
         tokenizers = require("tokenizers")
         path = directory / "tokenizer.json"
@@ -98,8 +84,11 @@ class ChatTokenizer:
         eos_id = tok.token_to_id(eos) if eos is not None else None
         if eos_id is not None:
             eos_ids.add(eos_id)
-        for name in ("generation_config.json", "config.json"):
-            eos_ids.update(_ids(read_json(directory / name).get("eos_token_id")))
+        generation = read_json(directory / "generation_config.json")
+        eos_ids.update(token_ids(generation.get("eos_token_id")))
+        if model_config is None:
+            model_config = ModelConfig.from_dir(directory)
+        eos_ids.update(model_config.eos_token_ids)
         if not eos_ids:
             log.warning(
                 "%s: no end-of-sequence token found; answers stop at the length limit", path
@@ -135,11 +124,12 @@ class ChatTokenizer:
 
 
 class StreamDecoder:
-    """Turns token ids, one at a time, into the text each adds.
+    """Turns token ids, one at a time, into text pieces whose concatenation is the full decode.
 
-    Decoding a single token alone loses context (leading-space markers, bytes of a character
-    split across tokens), so each step decodes a short window and emits what it adds beyond the
-    text already emitted; a piece ending in an incomplete character waits for the next token.
+    Decoding a token alone loses context (leading-space markers, characters split across
+    tokens), so each step decodes a short window that starts at a token already shown and emits
+    only the part of the window's text that later tokens cannot change. `flush` ends the stream
+    with whatever the full decode holds beyond the pieces already emitted.
 
     Args:
         tokenizer: The tokenizer to decode with.
@@ -148,31 +138,54 @@ class StreamDecoder:
     def __init__(self, tokenizer: ChatTokenizer) -> None:
         self._tok = tokenizer
         self._ids: list[int] = []
-        self._prefix = 0
-        self._read = 0
+        self._start = 0
+        self._sent = ""
+        self._pieces: list[str] = []
 
     def push(self, token_id: int) -> str:
-        """Add one token; return the new text it completes (possibly empty)."""
+        """Add one token; return the new text it settles (possibly empty)."""
         self._ids.append(token_id)
-        return self._emit()
-
-    def _emit(self) -> str:
-        before = self._tok.decode(self._ids[self._prefix : self._read])
-        after = self._tok.decode(self._ids[self._prefix :])
-        # A UTF-8 character spans at most 4 bytes, so after 4 held tokens the bytes are invalid
-        # for good; emitting them keeps the decoded window short.
-        held = len(self._ids) - self._read
-        if len(after) > len(before) and (not after.endswith("\ufffd") or held >= 4):
-            self._prefix = self._read
-            self._read = len(self._ids)
-            return after[len(before) :]
-        return ""
+        tok = self._tok
+        # A skipped special token adds no text, and a byte-fallback piece <0xXX> belongs to a run
+        # that the decoder turns into text only as a whole: one more byte can turn the run's
+        # characters into U+FFFD, or complete them. The run is settled by the next regular token.
+        if token_id in tok.special_ids or token_id in tok.byte_ids:
+            return ""
+        window = tok.decode(self._ids[self._start :])
+        # The window starts at a regular token whose text is already out (or at the very first
+        # token), so decoders that treat the first token specially (LLaMA's Strip of one leading
+        # space, Metaspace) treat it alike in every decode of this window, and byte runs never
+        # cross its start: what the window adds after `_sent` is what the full decode adds. A
+        # trailing U+FFFD may be an incomplete character of a byte-level vocabulary that the
+        # next token completes, so it is held back. A window that no longer starts with what was
+        # sent (a decoder rewriting text already shown) emits nothing more; `flush` reports it.
+        stable = len(window.rstrip("\ufffd"))
+        if stable <= len(self._sent) or not window.startswith(self._sent):
+            return ""
+        piece = window[len(self._sent) : stable]
+        self._pieces.append(piece)
+        if stable == len(window):
+            self._start = len(self._ids) - 1
+            self._sent = tok.decode(self._ids[self._start :])
+        else:
+            self._sent = window[:stable]
+        return piece
 
     def flush(self) -> str:
-        """Return text still held back (an incomplete character at the very end)."""
-        if self._read == len(self._ids):
-            return ""
-        before = self._tok.decode(self._ids[self._prefix : self._read])
-        after = self._tok.decode(self._ids[self._prefix :])
-        self._prefix = self._read = len(self._ids)
-        return after[len(before) :]
+        """End the stream: the rest of the full decode (text held back so far), then start over.
+
+        The rest is cut from one decode of every pushed token, so the stream as a whole equals
+        `ChatTokenizer.decode` of the tokens whatever was held back, given that every piece
+        already emitted was settled text; a warning is logged if a decoder broke that.
+        """
+        full = self._tok.decode(self._ids)
+        sent = "".join(self._pieces)
+        if not full.startswith(sent):
+            log.warning(
+                "streamed text %r is not a prefix of the full decode %r; the tokenizer's "
+                "decoder changed text after it was shown",
+                sent[-40:],
+                full[-40:],
+            )
+        self._ids, self._start, self._sent, self._pieces = [], 0, "", []
+        return full[len(sent) :]
