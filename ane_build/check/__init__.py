@@ -1,0 +1,25 @@
+"""Did the compiled program compute the right thing: reference runs, test data, comparisons.
+
+Importing this package is cheap: onnx and onnxruntime are imported by the functions that use them.
+"""
+
+from .inputs import (
+    load_arrays,
+    random_inputs,
+    read_test_data,
+    resolve_inputs,
+    save_arrays,
+    to_engine,
+)
+from .tensors import TensorSpec, graph_io
+
+__all__ = [
+    "TensorSpec",
+    "graph_io",
+    "load_arrays",
+    "random_inputs",
+    "read_test_data",
+    "resolve_inputs",
+    "save_arrays",
+    "to_engine",
+]
