@@ -11,14 +11,17 @@ from .inputs import (
     save_arrays,
     to_engine,
 )
+from .reference import Reference, reference_outputs
 from .tensors import TensorSpec, graph_io
 
 __all__ = [
+    "Reference",
     "TensorSpec",
     "graph_io",
     "load_arrays",
     "random_inputs",
     "read_test_data",
+    "reference_outputs",
     "resolve_inputs",
     "save_arrays",
     "to_engine",
