@@ -3,6 +3,7 @@
 Importing this package is cheap: onnx and onnxruntime are imported by the functions that use them.
 """
 
+from .compare import DEFAULT_TOLERANCE, CheckReport, OutputReport, Tolerance, compare
 from .inputs import (
     load_arrays,
     random_inputs,
@@ -15,8 +16,13 @@ from .reference import Reference, reference_outputs
 from .tensors import TensorSpec, graph_io
 
 __all__ = [
+    "DEFAULT_TOLERANCE",
+    "CheckReport",
+    "OutputReport",
     "Reference",
     "TensorSpec",
+    "Tolerance",
+    "compare",
     "graph_io",
     "load_arrays",
     "random_inputs",
