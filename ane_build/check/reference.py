@@ -20,7 +20,14 @@ from typing import Any, Literal, Protocol
 import numpy as np
 
 from .._fs import open_regular
-from ..errors import AneError, CheckInputError, ModelFileError, ReferenceRunError
+from ..errors import (
+    AneError,
+    AneFormatError,
+    CheckInputError,
+    ContainerError,
+    ModelFileError,
+    ReferenceRunError,
+)
 from ._npz import read_npz, write_npz
 from .inputs import conform_input
 from .tensors import graph_io, load_graph
@@ -105,13 +112,17 @@ def source_digest(source: Path) -> str:
 
     Raises:
         ModelFileError: The model or one of its data files cannot be read.
-        ContainerError: The graph cannot be parsed.
+        AneFormatError: The file is not an ONNX model.
     """
     # Imported here: the container package loads pydantic, which `import ane_build.check` skips.
     from ..container.external import external_data_locations
 
     digest = hashlib.sha256(_file_digest(source, "model"))
-    for location in external_data_locations(source):
+    try:
+        locations = external_data_locations(source)
+    except ContainerError as exc:
+        raise AneFormatError(f"{source}: not an ONNX model: {exc}") from exc
+    for location in locations:
         digest.update(len(location).to_bytes(8, "little") + location.encode())
         digest.update(_file_digest(source.parent / location, "external data of " + str(source)))
     return digest.hexdigest()
@@ -241,6 +252,7 @@ def reference_outputs(
         CheckInputError: The inputs do not match the graph's inputs.
         ReferenceRunError: Neither onnxruntime nor onnx.reference can run the model.
         ModelFileError: The model or its external data cannot be read.
+        AneFormatError: The file is not an ONNX model.
     """
     entry = None
     if cache_dir is not None:

@@ -19,7 +19,7 @@ from ane_build.check.reference import (
     onnxruntime_session,
     reference_outputs,
 )
-from ane_build.errors import CheckInputError, ReferenceRunError
+from ane_build.errors import AneFormatError, CheckInputError, ReferenceRunError
 
 from .graphs import model, save, unary
 
@@ -299,3 +299,13 @@ def test_a_session_factory_sees_the_rounded_feeds(tmp_path: Path) -> None:
         0x2E66,
         0x8000,
     ]
+
+
+@pytest.mark.parametrize("cache", [False, True])
+def test_a_file_that_is_not_onnx_is_a_format_error_with_or_without_cache(
+    tmp_path: Path, cache: bool
+) -> None:
+    junk = tmp_path / "junk.onnx"
+    junk.write_bytes(b"\x0a\xff\xff\xff\xff")
+    with pytest.raises(AneFormatError, match=f"{junk}: not an ONNX model"):
+        reference_outputs(junk, {"x": X}, cache_dir=tmp_path / "c" if cache else None)
