@@ -158,9 +158,10 @@ class CheckReport:
 
     @property
     def worst(self) -> OutputReport | None:
-        """The failing output with the largest max abs error, else the passing one; None if empty.
+        """The failing output with the largest max abs error, else the passing one with it.
 
         A failure without a measured error (missing, shape, NaN/inf mismatches) ranks highest.
+        None when there are no outputs.
         """
         if not self.outputs:
             return None
