@@ -169,3 +169,11 @@ class FileAccessError(AneError, OSError):
 
 class ModelFileError(FileAccessError):
     """An ONNX model file that cannot be opened, read or written."""
+
+
+class CheckInputError(AneError, ValueError):
+    """Inputs, test data or tolerances for a numeric check that do not fit the model's graph."""
+
+
+class ReferenceRunError(AneError):
+    """Neither onnxruntime nor the ONNX reference evaluator could compute a reference output."""

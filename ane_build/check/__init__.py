@@ -1,0 +1,34 @@
+"""Did the compiled program compute the right thing: reference runs, test data, comparisons.
+
+Importing this package is cheap: onnx and onnxruntime are imported by the functions that use them.
+"""
+
+from .compare import DEFAULT_TOLERANCE, CheckReport, OutputReport, Tolerance, compare
+from .inputs import (
+    load_arrays,
+    random_inputs,
+    read_test_data,
+    resolve_inputs,
+    save_arrays,
+    to_engine,
+)
+from .reference import Reference, reference_outputs
+from .tensors import TensorSpec, graph_io
+
+__all__ = [
+    "DEFAULT_TOLERANCE",
+    "CheckReport",
+    "OutputReport",
+    "Reference",
+    "TensorSpec",
+    "Tolerance",
+    "compare",
+    "graph_io",
+    "load_arrays",
+    "random_inputs",
+    "read_test_data",
+    "reference_outputs",
+    "resolve_inputs",
+    "save_arrays",
+    "to_engine",
+]
