@@ -293,3 +293,19 @@ def synthetic_container(source: Path, output: Path, io: dict[int, Any]) -> Path:
         tiles=tiles,
     )
     return output
+
+
+def even(model: onnx.ModelProto) -> onnx.ModelProto:
+    """``model`` with an ``ane.pad`` entry when its length is odd, as our writer pads it.
+
+    The fork kernel refuses odd-length containers (a stray zero byte ends the BO), so a model
+    meant to pass the kernel check must be even.
+    """
+    if len(model.SerializeToString()) % 2:
+        for value in ("", "0"):
+            padded = onnx.ModelProto()
+            padded.CopyFrom(model)
+            padded.metadata_props.add(key="ane.pad", value=value)
+            if len(padded.SerializeToString()) % 2 == 0:
+                return padded
+    return model

@@ -13,6 +13,7 @@ import re
 from collections.abc import Iterator, Mapping
 from typing import BinaryIO
 
+from ..errors import MetadataError
 from .keys import (
     KEY_MICROCODE,
     KEY_TD_COUNT,
@@ -65,7 +66,11 @@ def problems(
                 found.append((f"portable: {key}", problem))
     for key in (KEY_TD_SIZE, KEY_TD_COUNT):
         if key in ane:
-            text = read_text(stream, label, ane[key])
+            try:
+                text = read_text(stream, label, ane[key])
+            except MetadataError as exc:
+                found.append((f"portable: {key}", str(exc)))
+                continue
             if not _PLAIN_DECIMAL.fullmatch(text):
                 found.append((f"portable: {key}", f"{text!r} is not plain decimal digits"))
     for key in keys:

@@ -17,6 +17,7 @@ from typing import BinaryIO, TypeVar
 from ..driver.kernel_onnx import KernelVerdict
 from ..errors import DescriptorChainError, MetadataError, ModelFileError, WireFormatError
 from ..formats.microcode import walk_chain
+from ..formats.protowire import file_size
 from . import portable
 from .kernel_check import Progress, describe, kernel_verdict
 from .keys import (
@@ -164,6 +165,14 @@ def _chain(report: VerifyReport, microcode: bytes, td_size: int, td_count: int) 
         problems.append(
             f"ane.td_count is {td_count} but the chain has {chain.td_count} descriptors"
         )
+    sizes = sorted({d.size for d in chain.descriptors})
+    if len(sizes) > 1:
+        # The chain states every size but the first; anecc's chains use one size throughout, and
+        # a td_size off from it makes the engine fetch a different first descriptor.
+        problems.append(
+            f"{KEY_TD_SIZE} = {td_size}, but the chain gives its other descriptors "
+            f"{', '.join(str(n) for n in sizes if n != td_size)} bytes"
+        )
     data_end = len(microcode.rstrip(b"\0"))
     if data_end > chain.tsk_size:
         # As the converter refuses: code after the end-of-network descriptor never runs, so the
@@ -232,11 +241,14 @@ def _verify(
     options: tuple[bool, bool, Progress | None],
 ) -> None:
     strict, portable_errors, progress = options
+    # First, and whatever our own reader makes of the bytes: the kernel's parser is more
+    # lenient than protobuf (zero pairs, unknown wire types it skips), and its verdict is a fact.
+    size = file_size(stream)
+    verdict = kernel_verdict(stream, size, progress)
+    report.add("kernel", verdict.ok, describe(verdict, size))
     scan = _structure(report, stream, label)
     if scan is None:
         return
-    verdict = kernel_verdict(stream, scan.size, progress)
-    report.add("kernel", verdict.ok, describe(verdict, scan.size))
     decoded = _digests(report, stream, scan, verdict, strict)
     microcode = decoded.get(MICROCODE.name)
     sizes = _sizes(stream, scan, verdict)

@@ -220,6 +220,12 @@ def parse_decimal(value: bytes) -> int:
     return _kstrtou32(value, "the value", None)
 
 
+def _shown(bo: BoImage, part: Field, limit: int = 24) -> str:
+    """The start of a field's content, quoted for a message."""
+    text = bo.read(part.start, min(part.stop, part.start + limit))
+    return repr(text) + ("..." if part.stop - part.start > limit else "")
+
+
 @dataclass
 class Scan:
     """What the scan keeps: each C-string key's last value ``(start, stop)``, and the decimals."""
@@ -240,7 +246,7 @@ def _entry(bo: BoImage, entry: Field, scan: Scan) -> None:
         return  # before the length check: an incomplete entry never fails, whatever its key
     if key.stop - key.start >= ONNX_KEY_LIMIT:
         detail = (
-            f"{region} has a key of {key.stop - key.start} bytes "
+            f"{region} has the key {_shown(bo, key)} of {key.stop - key.start} bytes "
             f"(the kernel refuses {ONNX_KEY_LIMIT} or more)"
         )
         raise refuse("key-too-long", detail, key.at)
@@ -249,6 +255,8 @@ def _entry(bo: BoImage, entry: Field, scan: Scan) -> None:
     scan.entries[name] = (value.start, value.stop)
     if name in (TD_SIZE_KEY, TD_COUNT_KEY):  # parsed now, not after the scan (rule 10)
         shown = f"{name.decode()} at offset {value.start}"
+        if value.stop - value.start >= ONNX_NUMBER_LIMIT:
+            shown = f"{name.decode()} = {_shown(bo, value)} at offset {value.start}"
         _check_number_length(value.stop - value.start, shown, value.start)
         scan.numbers[name] = _kstrtou32(bo.read(value.start, value.stop), shown, value.start)
 

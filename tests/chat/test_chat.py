@@ -24,7 +24,7 @@ from ane_build.chat.session import ChatModel, ChatSession
 from ane_build.chat.tiny import TinyLlamaConfig, ensure_tiny_llama, write_tiny_llama
 from ane_build.chat.tokenizer import StreamDecoder
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "examples" / "tinyllama_chat.py"
 TOOL = REPO / "tools" / "make_tiny_llama.py"
 GREEDY = SamplingConfig(temperature=0.0)
