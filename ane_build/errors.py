@@ -171,8 +171,11 @@ class ModelFileError(FileAccessError):
     """An ONNX model file that cannot be opened, read or written."""
 
 
-class CheckInputError(AneError, ValueError):
-    """Inputs, test data or tolerances for a numeric check that do not fit the model's graph."""
+class InputError(AneError, ValueError):
+    """Input tensors, test data or tolerances that do not fit a program or a graph.
+
+    Names the input, what was expected and what was given.
+    """
 
 
 class ReferenceRunError(AneError):

@@ -17,7 +17,7 @@ from typing import IO, Any
 import numpy as np
 
 from .._fs import open_regular, write_atomic
-from ..errors import CheckInputError
+from ..errors import InputError
 
 ARRAY_SUFFIX = ".npy"
 
@@ -31,12 +31,12 @@ def write_npz(
     """Replace ``path`` with an .npz of ``arrays`` and JSON ``members`` (names not ending .npy).
 
     Raises:
-        CheckInputError: An array holds Python objects (which would need pickle).
+        InputError: An array holds Python objects (which would need pickle).
         FileAccessError: The file or its folder cannot be written.
     """
     for name, array in arrays.items():
         if np.asarray(array).dtype.hasobject:
-            raise CheckInputError(f"{path}: array {name!r} holds Python objects; cannot save it")
+            raise InputError(f"{path}: array {name!r} holds Python objects; cannot save it")
     # Built in memory: the arrays are in memory already, and write_atomic makes the folder.
     image = io.BytesIO()
     with zipfile.ZipFile(image, "w", compression=zipfile.ZIP_STORED) as archive:
@@ -52,13 +52,13 @@ def read_npz(path: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """The arrays (in archive order) and JSON members of an .npz file.
 
     Raises:
-        CheckInputError: The file is not an .npz archive, or a member is damaged or pickled.
+        InputError: The file is not an .npz archive, or a member is damaged or pickled.
     """
-    with open_regular(path, "array file", CheckInputError) as stream:
+    with open_regular(path, "array file", InputError) as stream:
         try:
             return _read(stream)
         except (zipfile.BadZipFile, ValueError, EOFError, OSError, KeyError) as exc:
-            raise CheckInputError(f"{path}: not a readable .npz archive: {exc}") from exc
+            raise InputError(f"{path}: not a readable .npz archive: {exc}") from exc
 
 
 def _read(stream: IO[bytes]) -> tuple[dict[str, np.ndarray], dict[str, Any]]:

@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import CheckInputError
-from .tensors import strip_leading_ones
+from ..errors import InputError
+from ..formats.tiling import strip_leading_ones
 
 
 @dataclass(frozen=True)
@@ -22,7 +22,7 @@ class Tolerance:
     """An element passes when ``|ane - ref| <= atol + rtol * |ref|`` (numpy's allclose rule).
 
     Raises:
-        CheckInputError: ``atol`` or ``rtol`` is negative or not finite.
+        InputError: ``atol`` or ``rtol`` is negative or not finite.
     """
 
     atol: float
@@ -31,7 +31,7 @@ class Tolerance:
     def __post_init__(self) -> None:
         for field, value in (("atol", self.atol), ("rtol", self.rtol)):
             if not (math.isfinite(value) and value >= 0):
-                raise CheckInputError(f"tolerance {field}: must be finite and >= 0, got {value}")
+                raise InputError(f"tolerance {field}: must be finite and >= 0, got {value}")
 
 
 # 2**-10 absolute: one fp16 step at 1.0, above the largest subnormal the engine flushes to zero
@@ -332,12 +332,12 @@ def compare(
         missing or extra output fails, naming itself.
 
     Raises:
-        CheckInputError: ``per_output`` names an output neither side has.
+        InputError: ``per_output`` names an output neither side has.
     """
     overrides = dict(per_output or {})
     unknown = sorted(set(overrides) - set(ane) - set(reference))
     if unknown:
-        raise CheckInputError(
+        raise InputError(
             f"tolerance overrides for outputs that do not exist: {', '.join(map(repr, unknown))}; "
             f"outputs are {', '.join(map(repr, reference)) or 'none'}"
         )

@@ -15,50 +15,32 @@ from pathlib import Path
 import numpy as np
 
 from .._fs import open_regular
-from ..errors import CheckInputError
+from ..errors import InputError
+from ..formats.tiling import strip_leading_ones, to_fp16
 from ._npz import read_npz, write_npz
-from .tensors import TensorSpec, strip_leading_ones
+from .tensors import TensorSpec
 
 log = logging.getLogger(__name__)
 
 # The floating types numpy converts to half with a single rounding.
 ENGINE_SOURCE_DTYPES = frozenset(np.dtype(n) for n in ("float16", "float32", "float64"))
-_FP16_QUIET_NAN = np.uint16(0x7E00)
-_SIGN = np.uint16(0x8000)
 _TEST_FILE = re.compile(r"(input|output)_(\d+)\.pb")
 # Small non-negative integers: valid as indices into any axis of 8 or more.
 _INT_HIGH = 8
 
 
 def to_engine(array: np.ndarray, name: str = "array") -> np.ndarray:
-    """What the engine reads for ``array``: fp16, rounded to nearest even, NaNs canonical.
-
-    Every NaN becomes the quiet NaN 0x7E00 with its sign kept, as libane's converter does (numpy
-    would keep the payload bits).
-
-    Args:
-        array: float16, float32 or float64 data.
-        name: What the array is, for messages.
-
-    Returns:
-        A new float16 array of the same shape.
+    """What the engine reads for ``array``: `formats.tiling.to_fp16` of float16/32/64 data.
 
     Raises:
-        CheckInputError: ``array`` is not float16/32/64.
+        InputError: ``array`` is not float16/32/64.
     """
     values = np.asarray(array)
     if values.dtype not in ENGINE_SOURCE_DTYPES:
-        raise CheckInputError(
+        raise InputError(
             f"{name}: the engine reads fp16, converted from float16/32/64 data; got {values.dtype}"
         )
-    # Values beyond fp16's range become infinities, as round-to-nearest-even makes them.
-    with np.errstate(over="ignore"):
-        half = values.astype(np.float16, copy=True)
-    nan = np.isnan(half)
-    if nan.any():
-        bits = half.view(np.uint16)
-        bits[nan] = np.where(np.signbit(values[nan]), _SIGN | _FP16_QUIET_NAN, _FP16_QUIET_NAN)
-    return half
+    return to_fp16(values)
 
 
 def random_inputs(specs: Sequence[TensorSpec], seed: int) -> dict[str, np.ndarray]:
@@ -69,14 +51,14 @@ def random_inputs(specs: Sequence[TensorSpec], seed: int) -> dict[str, np.ndarra
     its values do not change when other inputs come from files instead.
 
     Raises:
-        CheckInputError: ``seed`` is negative or a spec has an open (-1) dimension.
+        InputError: ``seed`` is negative or a spec has an open (-1) dimension.
     """
     if seed < 0:
-        raise CheckInputError(f"seed: must be a non-negative integer, got {seed}")
+        raise InputError(f"seed: must be a non-negative integer, got {seed}")
     out: dict[str, np.ndarray] = {}
     for spec in specs:
         if any(d < 0 for d in spec.shape):
-            raise CheckInputError(f"input {spec.name!r}: shape {spec.shape} is not fixed")
+            raise InputError(f"input {spec.name!r}: shape {spec.shape} is not fixed")
         rng = np.random.default_rng([seed, zlib.crc32(spec.name.encode())])
         if spec.dtype.kind == "f":
             half = rng.standard_normal(spec.shape).astype(np.float16)
@@ -94,26 +76,26 @@ def _read_tensor(path: Path) -> tuple[str, np.ndarray]:
     from google.protobuf.message import DecodeError  # type: ignore[import-untyped]
     from onnx import numpy_helper
 
-    with open_regular(path, "tensor file", CheckInputError) as stream:
+    with open_regular(path, "tensor file", InputError) as stream:
         data = stream.read()
     tensor = onnx.TensorProto()
     try:
         tensor.ParseFromString(data)
         value = numpy_helper.to_array(tensor, base_dir=str(path.parent))
     except (DecodeError, ValueError, TypeError, KeyError) as exc:
-        raise CheckInputError(f"{path}: not a TensorProto file: {exc}") from exc
+        raise InputError(f"{path}: not a TensorProto file: {exc}") from exc
     return tensor.name, np.asarray(value)
 
 
 def _data_set(folder: Path) -> Path:
     if not folder.is_dir():
-        raise CheckInputError(f"{folder}: not a folder of ONNX test data")
+        raise InputError(f"{folder}: not a folder of ONNX test data")
     if any(_TEST_FILE.fullmatch(p.name) for p in folder.iterdir()):
         return folder
     first = folder / "test_data_set_0"
     if first.is_dir():
         return first
-    raise CheckInputError(f"{folder}: holds no input_K.pb/output_K.pb files and no test_data_set_0")
+    raise InputError(f"{folder}: holds no input_K.pb/output_K.pb files and no test_data_set_0")
 
 
 def read_test_data(
@@ -131,7 +113,7 @@ def read_test_data(
         ``(inputs, outputs)`` by tensor name, each in K order.
 
     Raises:
-        CheckInputError: No test data, a damaged file, an unnamed tensor without a graph name at
+        InputError: No test data, a damaged file, an unnamed tensor without a graph name at
             its position, or two files with the same name.
     """
     found = _data_set(folder)
@@ -146,13 +128,13 @@ def read_test_data(
         name, value = _read_tensor(path)
         if not name:
             if index >= len(positional[role]):
-                raise CheckInputError(
+                raise InputError(
                     f"{path}: the tensor has no name and the graph has no {role} {index} to "
                     f"name it after ({len(positional[role])} {role}s known)"
                 )
             name = positional[role][index]
         if name in result[role]:
-            raise CheckInputError(f"{path}: a second {role} named {name!r}")
+            raise InputError(f"{path}: a second {role} named {name!r}")
         result[role][name] = value
     return result["input"], result["output"]
 
@@ -166,26 +148,26 @@ def load_arrays(path: Path, *, names: Sequence[str] = ()) -> dict[str, np.ndarra
             gets the name at its position, else the file's stem.
 
     Raises:
-        CheckInputError: The path cannot be read, is of another kind, or holds no arrays.
+        InputError: The path cannot be read, is of another kind, or holds no arrays.
     """
     if path.is_dir():
         arrays = read_test_data(path, inputs=names)[0]
     elif path.suffix == ".npz":
         arrays = read_npz(path)[0]
     elif path.suffix == ".npy":
-        with open_regular(path, "array file", CheckInputError) as stream:
+        with open_regular(path, "array file", InputError) as stream:
             try:
                 value = np.lib.format.read_array(stream, allow_pickle=False)
             except (ValueError, EOFError, OSError) as exc:
-                raise CheckInputError(f"{path}: not a readable .npy file: {exc}") from exc
+                raise InputError(f"{path}: not a readable .npy file: {exc}") from exc
         arrays = {names[0] if names else path.stem: value}
     elif path.suffix == ".pb":
         name, value = _read_tensor(path)
         arrays = {name or (names[0] if names else path.stem): value}
     else:
-        raise CheckInputError(f"{path}: expected an .npz, .npy or .pb file or a test data folder")
+        raise InputError(f"{path}: expected an .npz, .npy or .pb file or a test data folder")
     if not arrays:
-        raise CheckInputError(f"{path}: holds no arrays")
+        raise InputError(f"{path}: holds no arrays")
     return arrays
 
 
@@ -193,7 +175,7 @@ def save_arrays(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
     """Write ``arrays`` to an .npz file (atomically) that `load_arrays` reads back.
 
     Raises:
-        CheckInputError: An array holds Python objects.
+        InputError: An array holds Python objects.
         FileAccessError: The file cannot be written.
     """
     write_npz(path, arrays)
@@ -207,14 +189,14 @@ def conform_input(spec: TensorSpec, value: np.ndarray, origin: str) -> np.ndarra
     engine read the very same numbers; integer inputs take integers that fit the dtype.
 
     Raises:
-        CheckInputError: The dtype kind or the shape does not fit; names ``origin``, the input,
+        InputError: The dtype kind or the shape does not fit; names ``origin``, the input,
             what was expected and what was given.
     """
     array = np.asarray(value)
     where = f"{origin}: input {spec.name!r}"
     if array.shape != spec.shape:
         if strip_leading_ones(array.shape) != strip_leading_ones(spec.shape):
-            raise CheckInputError(
+            raise InputError(
                 f"{where}: expected shape {spec.shape}, got {array.shape} (shapes may differ "
                 "only by leading 1s)"
             )
@@ -225,14 +207,14 @@ def conform_input(spec: TensorSpec, value: np.ndarray, origin: str) -> np.ndarra
     if kind in "iu" and given.kind in "iu":
         info = np.iinfo(spec.dtype)
         if array.size and (array.min() < info.min or array.max() > info.max):
-            raise CheckInputError(
+            raise InputError(
                 f"{where}: expected {spec.dtype} values, got {given} values from {array.min()} "
                 f"to {array.max()}"
             )
         return array.astype(spec.dtype)
     if kind == "b" and given.kind == "b":
         return array.copy()
-    raise CheckInputError(f"{where}: expected {spec.dtype} data, got {given}")
+    raise InputError(f"{where}: expected {spec.dtype} data, got {given}")
 
 
 def _single(arrays: Mapping[str, np.ndarray], name: str, path: Path) -> np.ndarray:
@@ -240,7 +222,7 @@ def _single(arrays: Mapping[str, np.ndarray], name: str, path: Path) -> np.ndarr
         return arrays[name]
     if len(arrays) == 1:
         return next(iter(arrays.values()))
-    raise CheckInputError(
+    raise InputError(
         f"{path}: holds {len(arrays)} arrays ({', '.join(sorted(arrays))}) and none named {name!r}"
     )
 
@@ -265,7 +247,7 @@ def resolve_inputs(
         One array per spec, in spec order, conformed by `conform_input`.
 
     Raises:
-        CheckInputError: A name that is not an input, a wrong shape or dtype, or unreadable data.
+        InputError: A name that is not an input, a wrong shape or dtype, or unreadable data.
     """
     by_name = {spec.name: spec for spec in specs}
     given: dict[str, tuple[np.ndarray, str]] = {}
@@ -276,7 +258,7 @@ def resolve_inputs(
         given[name] = (_single(load_arrays(path, names=[name]), name, path), str(path))
     for name, (_, origin) in given.items():
         if name not in by_name:
-            raise CheckInputError(
+            raise InputError(
                 f"{origin}: {name!r} is not an input of the graph; its inputs are "
                 f"{', '.join(map(repr, by_name)) or 'none'}"
             )

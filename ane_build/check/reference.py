@@ -23,8 +23,8 @@ from .._fs import open_regular
 from ..errors import (
     AneError,
     AneFormatError,
-    CheckInputError,
     ContainerError,
+    InputError,
     ModelFileError,
     ReferenceRunError,
 )
@@ -189,7 +189,7 @@ def _feeds(
     unknown = sorted(set(inputs) - names)
     missing = [spec.name for spec in specs if spec.name not in inputs]
     if unknown or missing:
-        raise CheckInputError(
+        raise InputError(
             f"{source}: inputs do not match the graph: missing {missing or 'none'}, "
             f"not inputs of the graph {unknown or 'none'}"
         )
@@ -249,7 +249,7 @@ def reference_outputs(
         The outputs, what computed them, and whether they came from the cache.
 
     Raises:
-        CheckInputError: The inputs do not match the graph's inputs.
+        InputError: The inputs do not match the graph's inputs.
         ReferenceRunError: Neither onnxruntime nor onnx.reference can run the model.
         ModelFileError: The model or its external data cannot be read.
         AneFormatError: The file is not an ONNX model.

@@ -5,15 +5,14 @@ Reads the graph's declarations only; it must not run the model or load its exter
 
 from __future__ import annotations
 
-import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..errors import AneFormatError, CheckInputError, ModelFileError
+from ..errors import AneFormatError, InputError
 
 if TYPE_CHECKING:
     import onnx
@@ -56,7 +55,10 @@ class TensorSpec:
 
 
 def load_graph(model: Path | onnx.ModelProto) -> onnx.ModelProto:
-    """The model itself, parsed from ``model`` when it is a path (external data is not loaded).
+    """The model itself, parsed from ``model`` when it is a path.
+
+    Metadata entries are not read (a container's payloads can be most of the file), nor is
+    external data.
 
     Raises:
         ModelFileError: The file cannot be opened or read.
@@ -65,14 +67,15 @@ def load_graph(model: Path | onnx.ModelProto) -> onnx.ModelProto:
     import onnx
     from google.protobuf.message import DecodeError  # type: ignore[import-untyped]
 
+    from ..container.graph import model_without_metadata
+
     if isinstance(model, onnx.ModelProto):
         return model
     try:
-        return onnx.load(os.fspath(model), load_external_data=False)
-    except OSError as exc:
-        raise ModelFileError(f"{model}: cannot read: {exc.strerror or exc}", exc.errno) from exc
-    except (DecodeError, ValueError) as exc:
+        parsed: onnx.ModelProto = onnx.ModelProto.FromString(model_without_metadata(model))
+    except DecodeError as exc:
         raise AneFormatError(f"{model}: not an ONNX model: {exc}") from exc
+    return parsed
 
 
 def _dtype(name: str, elem_type: int, role: str) -> np.dtype[Any]:
@@ -82,11 +85,9 @@ def _dtype(name: str, elem_type: int, role: str) -> np.dtype[Any]:
     try:
         dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(elem_type))
     except (KeyError, TypeError, ValueError) as exc:
-        raise CheckInputError(
-            f"{role} {name!r}: element type {type_name} is not supported"
-        ) from exc
+        raise InputError(f"{role} {name!r}: element type {type_name} is not supported") from exc
     if dtype not in SUPPORTED_DTYPES:
-        raise CheckInputError(
+        raise InputError(
             f"{role} {name!r}: element type {type_name} is not supported; a check takes "
             "float16/32/64, signed and unsigned integers and bool"
         )
@@ -105,24 +106,22 @@ def _shape(name: str, shape: Any, role: str, dims: Mapping[str, int]) -> tuple[i
         elif role == "output":
             out.append(-1)
         elif kind == "dim_param":
-            raise CheckInputError(
+            raise InputError(
                 f"input {name!r}: dimension {axis} is symbolic ({dim.dim_param!r}); give it a "
                 f"value, e.g. dims={{{dim.dim_param!r}: 1}}"
             )
         else:
-            raise CheckInputError(f"input {name!r}: dimension {axis} has no size in the graph")
+            raise InputError(f"input {name!r}: dimension {axis} has no size in the graph")
     return tuple(out)
 
 
 def _spec(value: Any, role: str, dims: Mapping[str, int]) -> TensorSpec:
     if value.type.WhichOneof("value") != "tensor_type":
-        raise CheckInputError(f"{role} {value.name!r} is not a tensor; a check compares tensors")
+        raise InputError(f"{role} {value.name!r} is not a tensor; a check compares tensors")
     tensor = value.type.tensor_type
     if not tensor.HasField("shape"):
         if role == "input":
-            raise CheckInputError(
-                f"input {value.name!r}: the graph gives it no shape (not even rank)"
-            )
+            raise InputError(f"input {value.name!r}: the graph gives it no shape (not even rank)")
         shape: tuple[int, ...] = ()
     else:
         shape = _shape(value.name, tensor.shape, role, dims)
@@ -142,7 +141,7 @@ def graph_io(
         ``(inputs, outputs)``. An output without a shape in the graph gets ``()``.
 
     Raises:
-        CheckInputError: An input dimension is symbolic and not in ``dims``, or has no size; a
+        InputError: An input dimension is symbolic and not in ``dims``, or has no size; a
             tensor's element type is not one a check supports; a value in ``dims`` is negative.
         ModelFileError: The file cannot be read.
         AneFormatError: The file is not an ONNX model.
@@ -150,7 +149,7 @@ def graph_io(
     resolved = dict(dims or {})
     bad = {key: value for key, value in resolved.items() if int(value) < 0}
     if bad:
-        raise CheckInputError(f"dims: negative sizes are not dimensions: {bad}")
+        raise InputError(f"dims: negative sizes are not dimensions: {bad}")
     graph = load_graph(model).graph
     # Models from before IR 4 list their initializers among the inputs too.
     initialized = {tensor.name for tensor in graph.initializer}
@@ -158,12 +157,3 @@ def graph_io(
     inputs = [_spec(v, "input", resolved) for v in graph.input if v.name not in initialized]
     outputs = [_spec(v, "output", resolved) for v in graph.output]
     return inputs, outputs
-
-
-def strip_leading_ones(shape: Sequence[int]) -> tuple[int, ...]:
-    """``shape`` without its leading 1s: shapes equal under this are the same NCHW tensor."""
-    dims = tuple(int(d) for d in shape)
-    start = 0
-    while start < len(dims) and dims[start] == 1:
-        start += 1
-    return dims[start:]

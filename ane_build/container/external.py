@@ -12,10 +12,8 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
 from .._typing import StrPath
-from ..errors import (
-    ContainerError,
-    ModelFileError,
-)
+from ..errors import ContainerError, WireFormatError
+from .graph import model_without_metadata
 
 
 def safe_location(location: str) -> bool:
@@ -56,9 +54,9 @@ def _node_tensors(node: Any) -> Iterator[Any]:
 def external_data_locations(source: StrPath) -> list[str]:
     """Locations of every external-data tensor of a model, as written in it.
 
-    Parses the graph with ``onnx.load(..., load_external_data=False)`` (the data files are not
-    opened), so the cost grows with the graph; `embed_ane_metadata` calls it only when the
-    output goes to another folder.
+    Parses the graph (the data files are not opened, nor the metadata entries read), so the cost
+    grows with the graph; `embed_ane_metadata` calls it only when the output goes to another
+    folder.
 
     Raises:
         ContainerError: The graph cannot be parsed.
@@ -68,11 +66,9 @@ def external_data_locations(source: StrPath) -> list[str]:
     from google.protobuf.message import DecodeError  # type: ignore[import-untyped]
 
     try:
-        model = onnx.load(os.fspath(source), load_external_data=False)
-    except (DecodeError, ValueError) as exc:
+        model = onnx.ModelProto.FromString(model_without_metadata(source))
+    except (DecodeError, WireFormatError) as exc:
         raise ContainerError(f"{source}: the graph cannot be parsed: {exc}") from exc
-    except OSError as exc:
-        raise ModelFileError(f"{source}: cannot read: {exc.strerror or exc}", exc.errno) from exc
     tensors: list[Any] = list(_graph_tensors(model.graph))
     for function in model.functions:
         for node in function.node:

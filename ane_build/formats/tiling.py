@@ -20,6 +20,38 @@ PLANE_ALIGN = 64
 ELEMENT_SIZE = 2
 # Little-endian on purpose: the engine reads IEEE half floats LE whatever the host order is.
 FP16_LE = np.dtype("<f2")
+_FP16_QUIET_NAN = np.uint16(0x7E00)
+_FP16_SIGN = np.uint16(0x8000)
+
+
+def to_fp16(values: npt.ArrayLike) -> npt.NDArray[np.float16]:
+    """What the engine reads for ``values``: fp16, rounded to nearest even, NaNs canonical.
+
+    Every NaN becomes the quiet NaN 0x7E00 with its sign kept, as libane's converter does (numpy
+    keeps the payload bits); values beyond fp16's range become infinities. Callers choose which
+    dtypes they accept; this converts any floating array.
+
+    Returns:
+        A new float16 array of the same shape.
+    """
+    source = np.asarray(values)
+    with np.errstate(over="ignore"):
+        half = source.astype(np.float16, copy=True)
+    nan = np.isnan(half)
+    if nan.any():
+        bits = half.view(np.uint16)
+        sign = np.signbit(source[nan])
+        bits[nan] = np.where(sign, _FP16_SIGN | _FP16_QUIET_NAN, _FP16_QUIET_NAN)
+    return half
+
+
+def strip_leading_ones(shape: Sequence[int]) -> tuple[int, ...]:
+    """``shape`` without its leading 1s: shapes equal under this are the same NCHW tensor."""
+    dims = tuple(int(d) for d in shape)
+    start = 0
+    while start < len(dims) and dims[start] == 1:
+        start += 1
+    return dims[start:]
 
 
 def _nchw(shape: Sequence[int]) -> tuple[int, int, int, int]:

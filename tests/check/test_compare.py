@@ -18,7 +18,7 @@ from ane_build.check.compare import (
 from ane_build.check.inputs import random_inputs
 from ane_build.check.reference import reference_outputs
 from ane_build.check.tensors import graph_io
-from ane_build.errors import CheckInputError
+from ane_build.errors import InputError
 from ane_build.formats.tiling import layout_for, tile, untile
 
 from .graphs import save, three_outputs
@@ -139,11 +139,11 @@ def test_the_defaults_let_flushed_subnormals_pass() -> None:
 
 
 def test_tolerances_must_be_finite_and_not_negative() -> None:
-    with pytest.raises(CheckInputError, match="atol: must be finite and >= 0, got -1"):
+    with pytest.raises(InputError, match="atol: must be finite and >= 0, got -1"):
         Tolerance(atol=-1.0, rtol=0.0)
-    with pytest.raises(CheckInputError, match=r"rtol: .* got nan"):
+    with pytest.raises(InputError, match=r"rtol: .* got nan"):
         Tolerance(atol=0.0, rtol=math.nan)
-    with pytest.raises(CheckInputError, match=r"rtol: .* got inf"):
+    with pytest.raises(InputError, match=r"rtol: .* got inf"):
         Tolerance(atol=0.0, rtol=math.inf)
 
 
@@ -226,7 +226,7 @@ def test_per_output_tolerances_override_the_default() -> None:
 
 
 def test_an_override_for_an_output_that_does_not_exist_is_an_error() -> None:
-    with pytest.raises(CheckInputError, match=r"'typo'.*outputs are 'a'"):
+    with pytest.raises(InputError, match=r"'typo'.*outputs are 'a'"):
         compare({"a": np.ones(1)}, {"a": np.ones(1)}, per_output={"typo": LOOSE})
 
 

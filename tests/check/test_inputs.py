@@ -19,7 +19,7 @@ from ane_build.check.inputs import (
     to_engine,
 )
 from ane_build.check.tensors import TensorSpec
-from ane_build.errors import CheckInputError
+from ane_build.errors import InputError
 
 
 def spec(name: str, shape: tuple[int, ...], dtype: str = "float32") -> TensorSpec:
@@ -66,7 +66,7 @@ def test_unnamed_tensors_take_the_graph_name_at_their_position(tmp_path: Path) -
 
 def test_an_unnamed_tensor_without_a_graph_name_is_an_error(tmp_path: Path) -> None:
     path = write_pb(tmp_path / "input_1.pb", np.ones(2, np.float32))
-    with pytest.raises(CheckInputError, match=f"{path}: the tensor has no name .* no input 1"):
+    with pytest.raises(InputError, match=f"{path}: the tensor has no name .* no input 1"):
         read_test_data(tmp_path, inputs=["only"])
 
 
@@ -79,9 +79,9 @@ def test_a_model_folder_gives_its_first_test_data_set(tmp_path: Path) -> None:
 
 def test_a_folder_without_test_data_is_an_error_naming_it(tmp_path: Path) -> None:
     (tmp_path / "notes.txt").write_text("nothing here")
-    with pytest.raises(CheckInputError, match=f"{tmp_path}: holds no input_K.pb"):
+    with pytest.raises(InputError, match=f"{tmp_path}: holds no input_K.pb"):
         read_test_data(tmp_path)
-    with pytest.raises(CheckInputError, match="not a folder"):
+    with pytest.raises(InputError, match="not a folder"):
         read_test_data(tmp_path / "notes.txt")
 
 
@@ -89,11 +89,11 @@ def test_a_damaged_or_duplicate_tensor_file_is_an_error_naming_it(tmp_path: Path
     bad = tmp_path / "bad" / "input_0.pb"
     bad.parent.mkdir()
     bad.write_bytes(b"\xff\xff\xff")
-    with pytest.raises(CheckInputError, match=f"{bad}: not a TensorProto file"):
+    with pytest.raises(InputError, match=f"{bad}: not a TensorProto file"):
         read_test_data(bad.parent)
     write_pb(tmp_path / "dup" / "input_0.pb", np.ones(1, np.float32), "x")
     second = write_pb(tmp_path / "dup" / "input_1.pb", np.ones(1, np.float32), "x")
-    with pytest.raises(CheckInputError, match=f"{second}: a second input named 'x'"):
+    with pytest.raises(InputError, match=f"{second}: a second input named 'x'"):
         read_test_data(tmp_path / "dup")
 
 
@@ -120,7 +120,7 @@ def test_npz_round_trips_any_names_and_dtypes(tmp_path: Path) -> None:
 
 
 def test_objects_are_not_saved(tmp_path: Path) -> None:
-    with pytest.raises(CheckInputError, match="'o' holds Python objects"):
+    with pytest.raises(InputError, match="'o' holds Python objects"):
         save_arrays(tmp_path / "o.npz", {"o": np.array([{}], dtype=object)})
     assert not (tmp_path / "o.npz").exists()
 
@@ -139,18 +139,18 @@ def test_npy_and_pb_files_hold_one_array(tmp_path: Path) -> None:
 
 def test_unreadable_array_files_are_errors_naming_them(tmp_path: Path) -> None:
     (tmp_path / "bad.npz").write_bytes(b"PK not really")
-    with pytest.raises(CheckInputError, match=f"{tmp_path / 'bad.npz'}: not a readable .npz"):
+    with pytest.raises(InputError, match=f"{tmp_path / 'bad.npz'}: not a readable .npz"):
         load_arrays(tmp_path / "bad.npz")
     np.save(tmp_path / "obj.npy", np.array([{}], dtype=object), allow_pickle=True)
-    with pytest.raises(CheckInputError, match=f"{tmp_path / 'obj.npy'}: not a readable .npy"):
+    with pytest.raises(InputError, match=f"{tmp_path / 'obj.npy'}: not a readable .npy"):
         load_arrays(tmp_path / "obj.npy")
-    with pytest.raises(CheckInputError, match=f"array file {tmp_path / 'gone.npy'}: does not"):
+    with pytest.raises(InputError, match=f"array file {tmp_path / 'gone.npy'}: does not"):
         load_arrays(tmp_path / "gone.npy")
     (tmp_path / "x.csv").write_text("1,2")
-    with pytest.raises(CheckInputError, match=r"x.csv: expected an .npz, .npy or .pb file"):
+    with pytest.raises(InputError, match=r"x.csv: expected an .npz, .npy or .pb file"):
         load_arrays(tmp_path / "x.csv")
     save_arrays(tmp_path / "empty.npz", {})
-    with pytest.raises(CheckInputError, match=r"empty\.npz: holds no arrays"):
+    with pytest.raises(InputError, match=r"empty\.npz: holds no arrays"):
         load_arrays(tmp_path / "empty.npz")
 
 
@@ -192,7 +192,7 @@ def test_an_inputs_random_values_do_not_depend_on_the_other_inputs() -> None:
 
 
 def test_a_negative_seed_is_an_error() -> None:
-    with pytest.raises(CheckInputError, match="seed: must be a non-negative integer, got -1"):
+    with pytest.raises(InputError, match="seed: must be a non-negative integer, got -1"):
         random_inputs(SPECS, -1)
 
 
@@ -230,7 +230,7 @@ def test_an_npz_per_input_gives_the_array_named_like_it_or_its_only_one(tmp_path
     assert out["c"].tolist() == [5.0, 5.0]
     save_arrays(tmp_path / "two.npz", {"x": np.zeros(2), "y": np.zeros(2)})
     message = r"two\.npz: holds 2 arrays \(x, y\) and none named 'c'"
-    with pytest.raises(CheckInputError, match=message):
+    with pytest.raises(InputError, match=message):
         resolve_inputs(GRAPH, files={"c": tmp_path / "two.npz"})
 
 
@@ -244,7 +244,7 @@ def test_nchw_equivalent_shapes_are_accepted_and_reshaped(tmp_path: Path) -> Non
 def test_a_wrong_shape_names_the_input_the_expected_and_the_given(tmp_path: Path) -> None:
     np.save(tmp_path / "a.npy", np.ones((1, 2, 3, 2), np.float32))
     with pytest.raises(
-        CheckInputError,
+        InputError,
         match=r"a.npy: input 'a': expected shape \(1, 3, 2, 2\), got \(1, 2, 3, 2\)",
     ):
         resolve_inputs(GRAPH, files={"a": tmp_path / "a.npy"})
@@ -264,21 +264,21 @@ def test_a_wrong_dtype_names_the_input_the_expected_and_the_given(
     tmp_path: Path, name: str, value: np.ndarray, message: str
 ) -> None:
     np.save(tmp_path / f"{name}.npy", value)
-    with pytest.raises(CheckInputError, match=f"{name}.npy: {message}"):
+    with pytest.raises(InputError, match=f"{name}.npy: {message}"):
         resolve_inputs(GRAPH, files={name: tmp_path / f"{name}.npy"})
 
 
 def test_an_unknown_name_is_an_error_naming_it_and_the_real_inputs(tmp_path: Path) -> None:
     save_arrays(tmp_path / "d.npz", {"a": np.ones((1, 3, 2, 2)), "zz": np.ones(1)})
-    with pytest.raises(CheckInputError, match=r"d.npz: 'zz' is not an input .* 'a', 'b', 'c'"):
+    with pytest.raises(InputError, match=r"d.npz: 'zz' is not an input .* 'a', 'b', 'c'"):
         resolve_inputs(GRAPH, data=tmp_path / "d.npz")
     np.save(tmp_path / "q.npy", np.ones(1))
-    with pytest.raises(CheckInputError, match=r"q.npy: 'q' is not an input"):
+    with pytest.raises(InputError, match=r"q.npy: 'q' is not an input"):
         resolve_inputs(GRAPH, files={"q": tmp_path / "q.npy"})
 
 
 def test_a_missing_input_file_is_an_error_naming_it(tmp_path: Path) -> None:
-    with pytest.raises(CheckInputError, match=r"gone\.npy: does not exist"):
+    with pytest.raises(InputError, match=r"gone\.npy: does not exist"):
         resolve_inputs(GRAPH, files={"a": tmp_path / "gone.npy"})
 
 
@@ -334,7 +334,7 @@ def test_to_engine_returns_a_new_fp16_array_of_the_same_shape() -> None:
 @pytest.mark.parametrize("dtype", ["int32", "bool", "complex64", "longdouble"])
 def test_to_engine_takes_floats_only(dtype: str) -> None:
     name = np.dtype(dtype).name
-    with pytest.raises(CheckInputError, match=f"logits: the engine reads fp16.*got {name}"):
+    with pytest.raises(InputError, match=f"logits: the engine reads fp16.*got {name}"):
         to_engine(np.zeros(2, dtype), "logits")
 
 

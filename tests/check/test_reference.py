@@ -19,7 +19,7 @@ from ane_build.check.reference import (
     onnxruntime_session,
     reference_outputs,
 )
-from ane_build.errors import AneFormatError, CheckInputError, ReferenceRunError
+from ane_build.errors import AneFormatError, InputError, ReferenceRunError
 
 from .graphs import model, save, unary
 
@@ -119,11 +119,11 @@ def test_fp16_graphs_are_fed_fp16(tmp_path: Path) -> None:
 
 def test_inputs_must_match_the_graph(tmp_path: Path) -> None:
     source = save(tmp_path / "m.onnx", unary("Relu"))
-    with pytest.raises(CheckInputError, match=r"missing \['x'\], not inputs of the graph none"):
+    with pytest.raises(InputError, match=r"missing \['x'\], not inputs of the graph none"):
         reference_outputs(source, {})
-    with pytest.raises(CheckInputError, match=r"missing none, not inputs of the graph \['z'\]"):
+    with pytest.raises(InputError, match=r"missing none, not inputs of the graph \['z'\]"):
         reference_outputs(source, {"x": X, "z": X})
-    with pytest.raises(CheckInputError, match=r"input 'x': expected shape \(1, 4\), got \(4, 1\)"):
+    with pytest.raises(InputError, match=r"input 'x': expected shape \(1, 4\), got \(4, 1\)"):
         reference_outputs(source, {"x": X.reshape(4, 1)})
 
 
@@ -307,5 +307,5 @@ def test_a_file_that_is_not_onnx_is_a_format_error_with_or_without_cache(
 ) -> None:
     junk = tmp_path / "junk.onnx"
     junk.write_bytes(b"\x0a\xff\xff\xff\xff")
-    with pytest.raises(AneFormatError, match=f"{junk}: not an ONNX model"):
+    with pytest.raises(AneFormatError, match=f"{junk}: not (a valid ONNX|an ONNX model)"):
         reference_outputs(junk, {"x": X}, cache_dir=tmp_path / "c" if cache else None)

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from ane_build.driver.uapi import PAGE_SIZE
 from ane_build.errors import AneFormatError, BufferObjectError
-from ane_build.formats.tiling import layout_for, tile, untile
+from ane_build.formats.tiling import layout_for, strip_leading_ones, tile, untile
 
 
 @pytest.mark.parametrize(
@@ -177,3 +177,10 @@ def test_bad_output_views() -> None:
 def test_non_numeric_input() -> None:
     with pytest.raises(AneFormatError, match="cannot convert"):
         tile(np.array(["a", "b"]))
+
+
+def test_strip_leading_ones() -> None:
+    assert strip_leading_ones((1, 1, 1, 77)) == (77,)
+    assert strip_leading_ones((1, 77, 1)) == (77, 1)
+    assert strip_leading_ones((1, 1)) == ()
+    assert strip_leading_ones(()) == ()
