@@ -16,7 +16,7 @@ from ._fs import write_atomic
 from .container import verify_container
 from .driver.backend import Backend
 from .driver.device import ANEDevice, open_device
-from .run.program import SubmitMode, submit_onnx_model
+from .run import SubmitMode, submit_onnx_model
 from .synthetic.chains import is_synthetic
 
 log = logging.getLogger(__name__)

@@ -18,7 +18,7 @@ import time
 import numpy as np
 
 from ane_build.driver.device import ANEDevice, open_device
-from ane_build.run.program import AneProgram
+from ane_build.run import AneProgram
 from ane_build.synthetic.chains import make_chain, make_weights
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from ..container import parse_ane_metadata, verify_container
 from ..driver.device import open_device
 from ..errors import MissingAneMetadataError
-from ..run.program import submit_onnx_model
+from ..run import submit_onnx_model
 from .errors import ChatError
 
 log = logging.getLogger(__name__)

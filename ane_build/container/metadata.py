@@ -216,3 +216,21 @@ def read_ane_payloads(model: ModelSource) -> AnePayloads:
         weights=values[WEIGHTS.name],
         tile_descriptors=values[TILE_DESCRIPTORS.name],
     )
+
+
+def payload_chunks(model: ModelSource, name: str) -> Iterator[bytes]:
+    """Decode one payload (``"microcode"``, ``"weights"`` or ``"tile_descriptors"``) in chunks.
+
+    Nothing is held beyond one chunk, so a multi-GB payload can go straight into a BO. Yields
+    nothing for an absent optional payload.
+
+    Raises:
+        ModelFileError: The file cannot be opened or read.
+        WireFormatError: The protobuf is truncated or malformed.
+        MetadataError: The payload is not valid base64 (names the key), or a key is duplicated.
+    """
+    keys = next(p for p in PAYLOADS if p.name == name)
+    with open_model(model) as (stream, label):
+        ane = checked_ane_entries(scan_container(stream, label), ())
+        if keys.b64 in ane:
+            yield from iter_decoded(stream, label, ane[keys.b64])

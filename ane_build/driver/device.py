@@ -226,6 +226,21 @@ class BufferObject(Closing):
         return f"<BufferObject handle={self.handle} size={self.size} {state}>"
 
 
+@dataclass
+class Submission:
+    """A submit request and the buffer objects it names.
+
+    Attributes:
+        request: The struct the kernel reads and writes back into.
+        handles: Slot to BO, as given.
+        btsp: The bootstrap BO.
+    """
+
+    request: uapi.drm_ane_submit
+    handles: dict[int, BufferObject]
+    btsp: BufferObject
+
+
 class ANEDevice(Closing):
     """An open ``ane`` device node: allocates BOs and submits work.
 
@@ -389,26 +404,44 @@ class ANEDevice(Closing):
         handles: Mapping[int, BufferObject],
         btsp: BufferObject,
         flags: int = 0,
-    ) -> None:
+    ) -> Submission:
         """Run one program (DRM_IOCTL_ANE_SUBMIT); every slot not in ``handles`` is zero.
+
+        Returns:
+            The submission as the kernel left it: with the ONNX flag, the fork kernel writes the
+            sizes and ``pad = 0`` back, and `resubmit` runs it again without a parse.
 
         Raises:
             SubmitValidationError: A field fails userspace validation; names field and value.
             AneDeviceError: The kernel failed the submit (EINVAL, ETIMEDOUT, ...).
         """
         self._check_open("DRM_IOCTL_ANE_SUBMIT")
-        req = self._build_submit(tsk_size, td_count, td_size, handles, btsp, flags)
+        request = uapi.drm_ane_submit()
+        submission = Submission(request, dict(handles), btsp)
+        self._fill(submission, tsk_size, td_count, td_size, flags)
+        self.resubmit(submission)
+        return submission
+
+    def resubmit(self, submission: Submission) -> None:
+        """Run ``submission`` again, as its request now reads (checked like a new submit).
+
+        On failure the request still holds what the kernel wrote back into it.
+
+        Raises:
+            SubmitValidationError: A field fails userspace validation.
+            AneDeviceError: The kernel failed the submit.
+        """
+        self._check_open("DRM_IOCTL_ANE_SUBMIT")
+        req = submission.request
+        self._fill(submission, req.tsk_size, req.td_count, req.td_size, req.pad)
         _ioctl(self.backend, self.fd, uapi.DRM_IOCTL_ANE_SUBMIT, req, self.path)
 
-    def _build_submit(
-        self,
-        tsk_size: int,
-        td_count: int,
-        td_size: int,
-        handles: Mapping[int, BufferObject],
-        btsp: BufferObject,
-        flags: int,
-    ) -> uapi.drm_ane_submit:
+    def _fill(
+        self, submission: Submission, tsk_size: int, td_count: int, td_size: int, flags: int
+    ) -> None:
+        """Check every field in userspace, then write them into ``submission.request``."""
+        handles, btsp = submission.handles, submission.btsp
+
         def bad(field: str, value: object, why: str) -> SubmitValidationError:
             return SubmitValidationError(f"submit: {field} = {value!r}: {why}")
 
@@ -432,12 +465,12 @@ class ANEDevice(Closing):
             raise bad("tsk_size", tsk_size, f"must be positive and below slot 0's size {cmd.size}")
         if td_size > btsp.size:
             raise bad("td_size", td_size, f"larger than the bootstrap buffer ({btsp.size})")
-        req = uapi.drm_ane_submit(tsk_size=tsk_size, td_count=td_count, td_size=td_size)
-        for slot, bo in handles.items():
-            req.handles[slot] = bo.handle
+        req = submission.request
+        req.tsk_size, req.td_count, req.td_size = tsk_size, td_count, td_size
+        for slot in range(uapi.ANE_TILE_COUNT):
+            req.handles[slot] = handles[slot].handle if slot in handles else 0
         req.btsp_handle = btsp.handle
         req.pad = flags
-        return req
 
     def _check_live(self, bo: BufferObject, field: str) -> None:
         if bo.closed or self._live.get(bo.handle) is not bo:

@@ -1,52 +1,70 @@
-"""Submit an ONNX container (or bare payloads) to an `ANEDevice`: BO layout, bootstrap, I/O.
+"""`AneProgram`: a program's buffer objects, allocated once and submitted many times.
 
-`AneProgram` allocates a program's BOs once and submits many times; `submit_onnx_model` is the
-one-shot form. Every BO is freed on every path. This module must not parse ONNX graphs and must
-not decide which device to use.
+Slot 0 holds the command buffer: microcode, zeros to 16 bytes, weights (direct mode), or the
+whole ONNX container for the fork kernel to translate (ONNX mode, once: the kernel writes the
+sizes back, and later runs resubmit that struct over the translated image without a parse).
+Slot 1 stays empty, tensor slots get their own BOs, and the bootstrap BO holds the first
+descriptor with the FIFO network id. Every BO is freed on every path. This module must not parse
+ONNX graphs and must not decide which device to use.
 """
 
 from __future__ import annotations
 
-import logging
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass, field
+from io import BufferedReader
 from pathlib import Path
-from typing import Literal
+from typing import Literal, cast
 
 import numpy as np
 
+from .._fs import open_regular
 from .._resource import Closing
-from .._typing import StrPath
-from ..container import AneModelMetadata, parse_ane_metadata, read_ane_payloads
 from ..driver import uapi
-from ..driver.device import ANEDevice, BufferObject
-from ..errors import AneError, SubmitValidationError
+from ..driver.device import ANEDevice, BufferObject, Submission
+from ..errors import AneDeviceError, ModelFileError, SubmitValidationError
 from ..formats.microcode import build_bootstrap, check_chain, walk_chain
 from ..formats.payload import IoSlot
 from ..formats.tiling import tile, untile
 
-log = logging.getLogger(__name__)
-
 SubmitMode = Literal["onnx", "direct"]
 _COPY_CHUNK = 8 << 20
+# After an odd-length container the zeros up to the BO's end are odd in number, and the fork
+# kernel reads the last one as a field tag with no value (EINVAL). These three bytes are a
+# field-0 varint tag and the two-byte varint 0: written right after the container, they leave an
+# even run of zeros behind them, whatever the BO's size.
+ODD_TAIL_FILL = b"\x00\x80\x00"
+
+
+@dataclass(frozen=True)
+class StreamedPayload:
+    """A payload too large to hold twice: its length, and its bytes in chunks on demand."""
+
+    length: int
+    chunks: Callable[[], Iterable[bytes]]
+
+
+Payload = bytes | StreamedPayload
 
 
 @dataclass(frozen=True)
 class SubmitResult:
-    """What one submission did.
+    """What one run of a program did.
 
     Attributes:
-        mode: ``"onnx"`` (kernel translates the container) or ``"direct"``.
+        mode: ``"onnx"`` (the kernel translated a container) or ``"direct"``.
         device: The device node path.
         simulated: True when the device is the simulator: outputs are not hardware results.
         tsk_size: The microcode size submitted.
         td_size: First descriptor size.
         td_count: Descriptor count.
         slots: BO size per slot used (slot -> bytes), the bootstrap under key ``"btsp"``.
-        elapsed: Seconds spent in the submit ioctl.
+        elapsed: Seconds in the submit ioctl.
+        total: Seconds for the whole run: uploads, inputs, the submit and reading outputs.
+        translated: This run handed the kernel a container to parse (the first ONNX run).
         outputs: Output tensors read back from their BOs (fp16 NCHW), by name.
     """
 
@@ -58,26 +76,54 @@ class SubmitResult:
     td_count: int
     slots: Mapping[int | str, int]
     elapsed: float
+    total: float = 0.0
+    translated: bool = False
     outputs: Mapping[str, np.ndarray] = field(default_factory=dict)
 
     def describe(self) -> str:
-        """One human line: what ran where."""
+        """One human line: what ran where, and how long it took."""
         where = "the simulator (not a hardware result)" if self.simulated else self.device
         slots = ", ".join(f"{k}:{v}" for k, v in self.slots.items())
+        how = "translated by the kernel" if self.translated else "resubmitted"
+        mode = f"{self.mode} mode ({how})" if self.mode == "onnx" else "direct mode"
         return (
-            f"submitted in {self.mode} mode to {where}: tsk_size=0x{self.tsk_size:x} "
-            f"td_size=0x{self.td_size:x} td_count={self.td_count}, BOs [{slots}], "
-            f"{self.elapsed * 1e3:.2f} ms"
+            f"submitted in {mode} to {where}: tsk_size=0x{self.tsk_size:x} "
+            f"td_size=0x{self.td_size:x} td_count={self.td_count}, BOs [{slots}], submit "
+            f"{self.elapsed * 1e3:.2f} ms of {self.total * 1e3:.2f} ms"
         )
+
+
+def _payload_length(payload: Payload) -> int:
+    return len(payload) if isinstance(payload, bytes) else payload.length
+
+
+def container_length(container: Path | bytes | None) -> int:
+    """Bytes of a container given as a path or its bytes (0 for none)."""
+    if container is None:
+        return 0
+    if isinstance(container, bytes):
+        return len(container)
+    return os.stat(container).st_size
 
 
 class AneProgram(Closing):
     """A program's buffer objects, allocated once and submitted many times.
 
-    Layout: slot 0 is the command buffer (microcode, zero padding to 16, weights; in ONNX mode the
-    whole container, which the fork kernel rewrites into that layout), slot 1 stays empty, slots
-    from ``tiles`` (2 and up) get zeroed BOs, and the bootstrap BO holds the first descriptor with
-    the FIFO network id.
+    Args:
+        device: Where to allocate.
+        microcode: The descriptor chain.
+        td_size: First descriptor size.
+        td_count: Descriptor count.
+        weights: Kernel weights placed after the microcode (bytes, or streamed in chunks).
+        tiles: BO size in bytes per slot (slots 0 and 1 are ignored here).
+        io: Tensors per slot, for `run` inputs and outputs.
+        container: The ONNX container (a path or bytes) for ONNX-mode runs.
+        label: Name used in messages.
+
+    Raises:
+        DescriptorChainError: The chain disagrees with ``td_size``/``td_count``.
+        SubmitValidationError: ``tiles`` or ``io`` name slots that cannot be used.
+        AneDeviceError: Allocation failed (nothing stays allocated).
     """
 
     def __init__(
@@ -87,104 +133,162 @@ class AneProgram(Closing):
         microcode: bytes,
         td_size: int,
         td_count: int,
-        weights: bytes = b"",
+        weights: Payload = b"",
         tiles: Mapping[int, int] | None = None,
         io: Mapping[int, IoSlot] | None = None,
         container: Path | bytes | None = None,
         label: str = "program",
     ) -> None:
-        """Allocate and fill the BOs.
-
-        Args:
-            device: Where to allocate.
-            microcode: The descriptor chain.
-            td_size: First descriptor size.
-            td_count: Descriptor count.
-            weights: Kernel weights placed after the microcode.
-            tiles: BO size in bytes per slot (slots 0 and 1 are ignored here).
-            io: Tensors per slot, for `run` inputs and outputs.
-            container: The ONNX container (a path or bytes) for ONNX-mode submits.
-            label: Name used in messages.
-
-        Raises:
-            DescriptorChainError: The chain disagrees with ``td_size``/``td_count``.
-            AneDeviceError: Allocation failed (nothing stays allocated).
-        """
         chain = walk_chain(microcode, td_size, source=label)
         check_chain(chain, td_size=td_size, td_count=td_count, source=label)
         self.device = device
         self.label = label
         self.td_size, self.td_count = td_size, td_count
-        self.tsk_size = len(microcode)
+        self.microcode = bytes(microcode)
+        self.weights = weights
         self.io = dict(io or {})
+        self.uploads = 0
         self._container = container
-        pad = uapi.round_up(len(microcode), uapi.ANE_CMD_GRAN) - len(microcode)
-        self._image = bytes(microcode) + bytes(pad) + weights
-        container_len = _container_length(container)
-        cmd_size = max(len(self._image), container_len, self.tsk_size + 1)
+        self._holds: Literal["image", "container"] | None = None
+        self._submission: Submission | None = None
         self._stack = ExitStack()
         try:
-            self.cmd = self._stack.enter_context(device.allocate(cmd_size))
-            self.btsp = self._stack.enter_context(device.allocate(td_size))
-            self.btsp.write(build_bootstrap(microcode, td_size, source=label))
-            self.buffers: dict[int, BufferObject] = {0: self.cmd}
-            for slot, size in sorted((tiles or {}).items()):
-                if slot in (0, 1):
-                    continue
-                if not 0 <= slot < uapi.ANE_TILE_COUNT or size <= 0:
-                    raise SubmitValidationError(f"{label}: tiles[{slot}] = {size}: invalid slot")
-                self.buffers[slot] = self._stack.enter_context(device.allocate(size))
-            for slot in self.io:
-                if slot not in self.buffers:
-                    raise SubmitValidationError(
-                        f"{label}: ane.io names slot {slot} but ane.tiles gives it no buffer"
-                    )
+            self._allocate(tiles or {})
         except BaseException:
             self._stack.close()
             raise
 
+    @property
+    def tsk_size(self) -> int:
+        """The microcode's size."""
+        return len(self.microcode)
+
+    def _image_length(self) -> int:
+        return uapi.round_up(self.tsk_size, uapi.ANE_CMD_GRAN) + _payload_length(self.weights)
+
+    def _allocate(self, tiles: Mapping[int, int]) -> None:
+        onnx_room = container_length(self._container) + len(ODD_TAIL_FILL)
+        size = max(self._image_length(), onnx_room if self._container else 0, self.tsk_size + 1)
+        self.cmd = self._stack.enter_context(self.device.allocate(size))
+        self.btsp = self._stack.enter_context(self.device.allocate(self.td_size))
+        self.btsp.write(build_bootstrap(self.microcode, self.td_size, source=self.label))
+        self.buffers: dict[int, BufferObject] = {0: self.cmd}
+        for slot, bytes_ in sorted(tiles.items()):
+            if slot in (0, 1):
+                continue
+            if not 0 <= slot < uapi.ANE_TILE_COUNT or bytes_ <= 0:
+                raise SubmitValidationError(f"{self.label}: tiles[{slot}] = {bytes_}: invalid slot")
+            self.buffers[slot] = self._stack.enter_context(self.device.allocate(bytes_))
+        for slot in self.io:
+            if slot not in self.buffers:
+                raise SubmitValidationError(
+                    f"{self.label}: ane.io names slot {slot} but ane.tiles gives it no buffer"
+                )
+
+    # -- the command buffer ----------------------------------------------------------------
+
+    def _write_image(self) -> None:
+        """Microcode, zeros to the next 16 bytes, weights; the rest of the BO zeroed."""
+        self.cmd.write(self.microcode)
+        at = uapi.round_up(self.tsk_size, uapi.ANE_CMD_GRAN)
+        self.cmd.zero(self.tsk_size, at - self.tsk_size)
+        if isinstance(self.weights, bytes):
+            at += self.cmd.write(self.weights, at)
+        else:
+            for chunk in self.weights.chunks():
+                at += self.cmd.write(chunk, at)
+        self.cmd.zero(at)
+        self._holds = "image"
+        self.uploads += 1
+
+    def _write_container(self) -> None:
+        """The container, then zeros to the BO's end, an even run of them (see `ODD_TAIL_FILL`)."""
+        if self._container is None:
+            raise SubmitValidationError(f"{self.label}: ONNX mode needs the container")
+        written = _upload(self.cmd, self._container)
+        self.cmd.zero(written)
+        if written % 2 and (self.cmd.size - written) % 2:
+            self.cmd.write(ODD_TAIL_FILL, written)
+        self._holds = "container"
+        self.uploads += 1
+
+    # -- running ---------------------------------------------------------------------------
+
     def run(
         self, mode: SubmitMode = "direct", inputs: Mapping[str, np.ndarray] | None = None
     ) -> SubmitResult:
-        """Fill slot 0 for ``mode``, lay out inputs, submit once, and read outputs back.
+        """Lay out inputs, submit once, and read the outputs back.
+
+        In ONNX mode the first run hands the kernel the container; the kernel translates it in
+        place and writes the sizes back, and every later run resubmits that struct: no upload,
+        no parse. Direct mode writes the image itself once.
 
         Raises:
-            SubmitValidationError: ONNX mode without a container, or an unknown input name.
+            SubmitValidationError: An unknown mode, ONNX mode without a container, an unknown
+                input name.
             AneDeviceError: The kernel failed the submit.
         """
-        flags = 0
-        if mode == "onnx":
-            if self._container is None:
-                raise SubmitValidationError(f"{self.label}: ONNX mode needs the container")
-            written = _upload_container(self.cmd, self._container)
-            flags = uapi.ANE_SUBMIT_FLAG_ONNX
-        elif mode == "direct":
-            written = self.cmd.write(self._image)
-        else:
+        if mode not in ("onnx", "direct"):
             raise SubmitValidationError(f"{self.label}: mode must be 'onnx' or 'direct' ({mode!r})")
-        self.cmd.zero(written)
-        self._write_inputs(inputs or {})
         start = time.perf_counter()
-        self.device.submit(
-            tsk_size=self.tsk_size,
-            td_count=self.td_count,
-            td_size=self.td_size,
-            handles=self.buffers,
-            btsp=self.btsp,
-            flags=flags,
-        )
-        elapsed = time.perf_counter() - start
+        translate = mode == "onnx" and self._submission is None
+        if translate and self._holds != "container":
+            self._write_container()
+        elif not translate and self._holds != "image":
+            self._write_image()
+            self._submission = None
+        self._write_inputs(inputs or {})
+        elapsed = self._submit(translate)
+        return self._result(mode, translate, elapsed, time.perf_counter() - start)
+
+    def _submit(self, translate: bool) -> float:
+        start = time.perf_counter()
+        try:
+            if self._submission is not None:
+                self.device.resubmit(self._submission)
+            else:
+                self._submission = self.device.submit(
+                    tsk_size=self.tsk_size,
+                    td_count=self.td_count,
+                    td_size=self.td_size,
+                    handles=self.buffers,
+                    btsp=self.btsp,
+                    flags=uapi.ANE_SUBMIT_FLAG_ONNX if translate else 0,
+                )
+        except AneDeviceError:
+            self._after_failure(translate)
+            raise
+        if translate:
+            self._holds = "image"
+        return time.perf_counter() - start
+
+    def _after_failure(self, translate: bool) -> None:
+        """Keep a submit the kernel translated even when running it failed (say, ETIMEDOUT)."""
+        submission = self._submission
+        if not translate or submission is None:
+            return
+        if submission.request.pad == 0:
+            self._holds = "image"  # the kernel rewrote the BO and wrote the sizes back
+        else:
+            self._submission = None  # refused before translating: the container is intact
+
+    def _result(
+        self, mode: SubmitMode, translated: bool, elapsed: float, total: float
+    ) -> SubmitResult:
         slots: dict[int | str, int] = {s: bo.size for s, bo in self.buffers.items()}
         slots["btsp"] = self.btsp.size
+        request = self._submission.request if self._submission else None
         return SubmitResult(
             mode=mode,
             device=self.device.path,
             simulated=self.device.is_simulated,
-            tsk_size=self.tsk_size,
-            td_size=self.td_size,
-            td_count=self.td_count,
+            tsk_size=request.tsk_size if request else self.tsk_size,
+            td_size=request.td_size if request else self.td_size,
+            td_count=request.td_count if request else self.td_count,
             slots=slots,
             elapsed=elapsed,
+            total=total,
+            translated=translated,
             outputs=self._read_outputs(),
         )
 
@@ -220,68 +324,16 @@ class AneProgram(Closing):
         self._stack.close()
 
 
-def _container_length(container: Path | bytes | None) -> int:
-    if container is None:
-        return 0
-    if isinstance(container, bytes):
-        return len(container)
-    return os.stat(container).st_size
-
-
-def _upload_container(bo: BufferObject, container: Path | bytes) -> int:
+def _upload(bo: BufferObject, container: Path | bytes) -> int:
     """Copy the container into the BO without an intermediate copy of the whole file."""
     if isinstance(container, bytes):
         return bo.write(container)
     view = bo.view
     pos = 0
-    with open(container, "rb") as f:
+    with open_regular(container, "container", ModelFileError) as f:
+        reader = cast(BufferedReader, f)  # what open() returns; BinaryIO lacks readinto
         while True:
-            n = f.readinto(view[pos : pos + _COPY_CHUNK])
+            n = reader.readinto(view[pos : pos + _COPY_CHUNK])
             if not n:
                 return pos
             pos += n
-
-
-def submit_onnx_model(
-    device: ANEDevice,
-    model: StrPath | bytes,
-    metadata: AneModelMetadata | None = None,
-    *,
-    mode: SubmitMode = "onnx",
-    inputs: Mapping[str, np.ndarray] | None = None,
-) -> SubmitResult:
-    """Upload an ``_ane.onnx`` container's program and submit it once; free everything after.
-
-    Args:
-        device: The device (hardware or simulator).
-        model: Path to the container, or its bytes.
-        metadata: Parsed metadata, when the caller already has it.
-        mode: ``"onnx"`` lets the fork kernel translate the container in slot 0;
-            ``"direct"`` lays out microcode and weights here (works on the stock driver too).
-        inputs: Input tensors by name (``ane.io``), tiled into their BOs.
-
-    Raises:
-        AneError: Invalid metadata, a descriptor chain that disagrees, or a failed submit.
-    """
-    source = model if isinstance(model, bytes) else Path(model)
-    label = "<bytes>" if isinstance(source, bytes) else str(source)
-    metadata = parse_ane_metadata(source) if metadata is None else metadata
-    payloads = read_ane_payloads(source)
-    try:
-        with AneProgram(
-            device,
-            microcode=payloads.microcode,
-            td_size=metadata.td_size,
-            td_count=metadata.td_count,
-            weights=payloads.weights,
-            tiles=metadata.tiles,
-            io=metadata.io,
-            container=source if mode == "onnx" else None,
-            label=label,
-        ) as program:
-            result = program.run(mode, inputs)
-    except AneError:
-        log.debug("submit of %s failed", label, exc_info=True)
-        raise
-    log.info("%s: %s", label, result.describe())
-    return result

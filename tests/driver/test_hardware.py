@@ -6,7 +6,7 @@ import pytest
 
 from ane_build.cli import convert_main
 from ane_build.driver.device import ANEDevice
-from ane_build.run.program import submit_onnx_model
+from ane_build.run import submit_onnx_model
 from tests.helpers import relu_model
 
 pytestmark = pytest.mark.hardware

@@ -1,19 +1,23 @@
+import base64
 import errno
 import struct
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
 
 from ane_build.cli import convert_main
 from ane_build.container.metadata import parse_ane_metadata, read_ane_payloads
 from ane_build.container.writer import embed_ane_metadata
+from ane_build.driver import uapi
+from ane_build.driver.kernel_onnx import check_bo
 from ane_build.driver.device import ANEDevice
 from ane_build.driver.simulator import SimulatedKernel
 from ane_build.errors import AneDeviceError, AneError, SubmitValidationError
 from ane_build.formats.payload import IoSlot, PayloadRef
 from ane_build.formats.tiling import layout_for
-from ane_build.run.program import AneProgram, submit_onnx_model
+from ane_build.run import AneProgram, program_for, submit_onnx_model
 from ane_build.synthetic.chains import make_chain, make_weights
 from tests.conftest import SAMPLE_FILES
 from tests.helpers import SAMPLE_TILES, relu_model
@@ -200,3 +204,65 @@ def test_simulator_computes_outputs_through_the_whole_data_path(tmp_path: Path) 
         direct = submit_onnx_model(dev, output, mode="direct", inputs={"x": x})
         assert dev.kernel.submits[-1].outputs == ()
         assert not direct.outputs["y"].any()
+
+
+def test_onnx_mode_translates_once_then_resubmits(tmp_path: Path) -> None:
+    output = _container(tmp_path, weights=make_weights(3000))
+    rng = np.random.default_rng(5)
+    with ANEDevice.simulated() as dev:
+        kernel = dev.kernel
+        assert kernel is not None
+        with program_for(dev, output, mode="onnx") as program:
+            first = [program.run("onnx", {"x": np.ones((1, 64, 1, 1), np.float16)})]
+            results = [program.run("onnx", {"x": np.ones((1, 64, 1, 1), np.float16)})]
+            for _ in range(98):
+                x = rng.normal(size=(1, 64, 1, 1)).astype(np.float16)
+                result = program.run("onnx", {"x": x})
+                # Computed again on every run, from this run's inputs.
+                np.testing.assert_array_equal(result.outputs["y"], np.maximum(x, 0))
+                results.append(result)
+            assert program.uploads == 1
+        assert kernel.counters["onnx translations"] == 1
+        assert kernel.counters["DRM_IOCTL_ANE_SUBMIT"] == 100
+        assert first[0].translated and not any(r.translated for r in results)
+        np.testing.assert_array_equal(first[0].outputs["y"], results[0].outputs["y"])
+        # Later runs are plain submits of what the kernel wrote back: pad 0, the real sizes.
+        assert [s.flags for s in kernel.submits] == [uapi.ANE_SUBMIT_FLAG_ONNX] + [0] * 99
+        assert {(s.tsk_size, s.td_size, s.td_count) for s in kernel.submits} == {
+            (len(make_chain(2)), 0x274, 2)
+        }
+
+
+def test_a_foreign_odd_container_still_submits(tmp_path: Path) -> None:
+    foreign = tmp_path / "foreign_ane.onnx"
+    foreign.write_bytes(_odd_container(tmp_path))
+    assert foreign.stat().st_size % 2 == 1
+    # As is, in a page-rounded BO, the kernel refuses it; our upload evens the zeros behind it.
+    assert check_bo(foreign.read_bytes()).rule == "truncated-tag"
+    with ANEDevice.simulated() as dev:
+        result = submit_onnx_model(dev, foreign, mode="onnx")
+        assert result.translated and dev.kernel is not None
+
+
+def _odd_container(tmp_path: Path) -> bytes:
+    """A container as another tool writes it: onnx.save, odd length, no ane.pad."""
+    model = onnx.load(relu_model(tmp_path / "src.onnx"))
+    microcode = make_chain(2)
+    for key, value in (
+        ("ane.microcode.b64", base64.b64encode(microcode).decode()),
+        ("ane.td_size", "628"),
+        ("ane.td_count", "2"),
+    ):
+        model.metadata_props.add(key=key, value=value)
+    data = model.SerializeToString()
+    if len(data) % 2 == 0:
+        model.metadata_props.add(key="note", value="x")
+        data = model.SerializeToString()
+    return bytes(data)
+
+
+def test_stale_bytes_never_reach_a_parse(tmp_path: Path) -> None:
+    output = _container(tmp_path)
+    with ANEDevice.simulated() as dev, program_for(dev, output, mode="onnx") as program:
+        program.cmd.write(b"\xff" * program.cmd.size)  # what an earlier use left behind
+        assert program.run("onnx").translated

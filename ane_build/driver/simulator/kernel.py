@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import hashlib
 import itertools
 import logging
 import mmap
@@ -60,6 +61,10 @@ def _ioctl(number: int, struct: type[_S]) -> Callable[[Callable[..., None]], Cal
     return register
 
 
+def _sha256(data: memoryview) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
 def _fail(err: int, why: str) -> OSError:
     log.debug("simulated kernel: %s: %s", errno.errorcode.get(err, err), why)
     return OSError(err, f"{os.strerror(err)} (simulator: {why})")
@@ -79,6 +84,20 @@ class _Bo:
     def view(self) -> memoryview:
         """The kernel's own view of the BO's pages."""
         return memoryview(self.kmap)
+
+
+@dataclass(frozen=True)
+class _Program:
+    """What the CPU stand-in runs for a command buffer the kernel translated from a container.
+
+    The real engine runs the microcode in the BO; the stand-in keys the graph it learnt at
+    translation on the microcode bytes, so resubmitting the translated image computes outputs
+    again, and a BO that now holds other microcode does not.
+    """
+
+    microcode_sha256: str
+    model: bytes
+    io: bytes
 
 
 @dataclass
@@ -166,6 +185,7 @@ class SimulatedKernel:
         self._next_fd = itertools.count(_FD_BASE)
         self._next_handle = itertools.count(1)
         self._faults: list[_Fault] = []
+        self._programs: dict[int, _Program] = {}
 
     # -- inspection -------------------------------------------------------------------------
 
@@ -349,6 +369,7 @@ class SimulatedKernel:
         if bo is None:
             raise _fail(errno.EINVAL, f"bo_free of unknown handle {req.handle}")
         del self._bos[bo.handle]
+        self._programs.pop(bo.handle, None)
         if any(not m.closed for m in bo.mappings):
             # Legal for the kernel (the mapping keeps the pages), but it breaks the free order.
             self.freed_while_mapped += 1
@@ -370,11 +391,10 @@ class SimulatedKernel:
         if req.handles[0] == 0:
             raise _fail(errno.EINVAL, "handles[0] (command buffer) is 0")
         cmd = state.bos.get(req.handles[0])
-        evaluation: tuple[bytes, bytes] | None = None
         if onnx:
             if cmd is None:
                 raise _fail(errno.EINVAL, f"slot 0: handle {req.handles[0]} is not a live BO")
-            evaluation = self._translate_onnx(cmd, req)
+            self._translate_onnx(cmd, req)
         self._check_handles(state, req)
         if not (req.tsk_size and req.td_count and req.td_size):
             raise _fail(errno.EINVAL, "tsk_size, td_count and td_size must be non-zero")
@@ -382,7 +402,7 @@ class SimulatedKernel:
         if req.tsk_size >= cmd.size:
             raise _fail(errno.EINVAL, f"tsk_size {req.tsk_size} >= slot 0 size {cmd.size}")
         self._run(state, req)
-        outputs, error = self._outputs(state, req, evaluation)
+        outputs, error = self._outputs(state, req, self._program_of(cmd, req))
         self.submits.append(
             SubmitRecord(
                 req.tsk_size,
@@ -409,20 +429,29 @@ class SimulatedKernel:
             if handle and handle not in state.bos:
                 raise _fail(errno.EINVAL, f"slot {slot}: handle {handle} is not a live BO")
 
-    def _translate_onnx(self, cmd: _Bo, req: uapi.drm_ane_submit) -> tuple[bytes, bytes] | None:
+    def _translate_onnx(self, cmd: _Bo, req: uapi.drm_ane_submit) -> None:
+        self.counters["onnx translations"] += 1
         # The evaluator needs the graph and ane.io, which the kernel's rewrite overwrites.
         evaluation = graph_and_io(cmd.view) if self.evaluate else None
         verdict = prepare_submit(cmd.view)
         if not verdict.ok:
             raise _fail(verdict.errno, f"{verdict.rule}: {verdict.detail}")
         # Written back before the other handles are checked, as the fork kernel does.
-        req.tsk_size, req.td_size, req.td_count = (
-            verdict.tsk_size,
-            verdict.td_size,
-            verdict.td_count,
-        )
-        req.pad = 0
-        return evaluation
+        req.tsk_size, req.td_size = verdict.tsk_size, verdict.td_size
+        req.td_count, req.pad = verdict.td_count, 0
+        self._programs.pop(cmd.handle, None)
+        if evaluation is not None:
+            code = cmd.view[: verdict.tsk_size]
+            self._programs[cmd.handle] = _Program(_sha256(code), *evaluation)
+
+    def _program_of(self, cmd: _Bo | None, req: uapi.drm_ane_submit) -> _Program | None:
+        if cmd is None:
+            return None
+        program = self._programs.get(cmd.handle)
+        if program is None or req.tsk_size > cmd.size:
+            return None
+        same = _sha256(cmd.view[: req.tsk_size]) == program.microcode_sha256
+        return program if same else None
 
     def _run(self, state: _Fd, req: uapi.drm_ane_submit) -> None:
         cmd = state.bos[req.handles[0]]
@@ -433,13 +462,12 @@ class SimulatedKernel:
             self._timeout(str(exc))
 
     def _outputs(
-        self, state: _Fd, req: uapi.drm_ane_submit, evaluation: tuple[bytes, bytes] | None
+        self, state: _Fd, req: uapi.drm_ane_submit, program: _Program | None
     ) -> tuple[tuple[str, ...], str | None]:
-        if evaluation is None:
+        if program is None:
             return (), None
-        model, io_text = evaluation
         try:
-            slots = parse_io(io_text)
+            slots = parse_io(program.io)
             if not any(slot.role == "output" for slot in slots.values()):
                 return (), None
             views = {
@@ -447,7 +475,7 @@ class SimulatedKernel:
                 for s in slots
                 if 0 <= s < uapi.ANE_TILE_COUNT and req.handles[s]
             }
-            return evaluate(model, slots, views, self.output_faults), None
+            return evaluate(program.model, slots, views, self.output_faults), None
         except (EvaluationError, KeyError) as exc:
             # The kernel accepted the submit; only the CPU stand-in for the engine failed.
             log.warning("simulator: outputs not computed: %s", exc)
