@@ -11,8 +11,8 @@ from ane_build.cli import convert_main
 from ane_build.container.metadata import parse_ane_metadata, read_ane_payloads
 from ane_build.container.writer import embed_ane_metadata
 from ane_build.driver import uapi
-from ane_build.driver.kernel_onnx import check_bo
 from ane_build.driver.device import ANEDevice
+from ane_build.driver.kernel_onnx import check_bo
 from ane_build.driver.simulator import SimulatedKernel
 from ane_build.errors import AneDeviceError, AneError, SubmitValidationError
 from ane_build.formats.payload import IoSlot, PayloadRef
