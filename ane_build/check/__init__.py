@@ -3,6 +3,7 @@
 Importing this package is cheap: onnx and onnxruntime are imported by the functions that use them.
 """
 
+from ..container.graph import TensorSpec, graph_io
 from .compare import DEFAULT_TOLERANCE, CheckReport, OutputReport, Tolerance, compare
 from .inputs import (
     load_arrays,
@@ -13,7 +14,6 @@ from .inputs import (
     to_engine,
 )
 from .reference import Reference, reference_outputs
-from .tensors import TensorSpec, graph_io
 
 __all__ = [
     "DEFAULT_TOLERANCE",

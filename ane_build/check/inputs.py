@@ -15,10 +15,10 @@ from pathlib import Path
 import numpy as np
 
 from .._fs import open_regular
+from ..container.graph import TensorSpec
 from ..errors import InputError
 from ..formats.tiling import strip_leading_ones, to_fp16
 from ._npz import read_npz, write_npz
-from .tensors import TensorSpec
 
 log = logging.getLogger(__name__)
 

@@ -20,6 +20,7 @@ from typing import Any, Literal, Protocol
 import numpy as np
 
 from .._fs import open_regular
+from ..container.graph import graph_io, load_graph
 from ..errors import (
     AneError,
     AneFormatError,
@@ -30,7 +31,6 @@ from ..errors import (
 )
 from ._npz import read_npz, write_npz
 from .inputs import conform_input
-from .tensors import graph_io, load_graph
 
 log = logging.getLogger(__name__)
 

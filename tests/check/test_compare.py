@@ -17,11 +17,10 @@ from ane_build.check.compare import (
 )
 from ane_build.check.inputs import random_inputs
 from ane_build.check.reference import reference_outputs
-from ane_build.check.tensors import graph_io
+from ane_build.container.graph import graph_io
 from ane_build.errors import InputError
 from ane_build.formats.tiling import layout_for, tile, untile
-
-from .graphs import save, three_outputs
+from tests.helpers import save_model, three_outputs_model
 
 LOOSE = Tolerance(atol=0.01, rtol=0.1)
 
@@ -335,7 +334,7 @@ def test_check_report_is_a_plain_value() -> None:
 @pytest.fixture(scope="module")
 def real_outputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, np.ndarray]:
     """What a correct engine returns for `three_outputs`: the reference, rounded to fp16."""
-    source = save(tmp_path_factory.mktemp("faults") / "m.onnx", three_outputs())
+    source = save_model(tmp_path_factory.mktemp("faults") / "m.onnx", three_outputs_model())
     specs, _ = graph_io(source)
     ref = reference_outputs(source, random_inputs(specs, seed=7))
     assert ref.runtime == "onnxruntime"

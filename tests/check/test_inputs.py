@@ -18,7 +18,7 @@ from ane_build.check.inputs import (
     save_arrays,
     to_engine,
 )
-from ane_build.check.tensors import TensorSpec
+from ane_build.container.graph import TensorSpec
 from ane_build.errors import InputError
 
 

@@ -20,8 +20,7 @@ from ane_build.check.reference import (
     reference_outputs,
 )
 from ane_build.errors import AneFormatError, InputError, ReferenceRunError
-
-from .graphs import model, save, unary
+from tests.helpers import onnx_model, save_model, unary_model
 
 X = np.array([[-2.0, -0.5, 0.0, 0.75]], np.float32)
 
@@ -38,7 +37,7 @@ class CountingFactory:
 
 
 def run(tmp_path: Path, proto: onnx.ModelProto, inputs: Mapping[str, np.ndarray]) -> Reference:
-    return reference_outputs(save(tmp_path / "m.onnx", proto), inputs)
+    return reference_outputs(save_model(tmp_path / "m.onnx", proto), inputs)
 
 
 # --- known results ------------------------------------------------------------------------------
@@ -52,7 +51,7 @@ def run(tmp_path: Path, proto: onnx.ModelProto, inputs: Mapping[str, np.ndarray]
     ],
 )
 def test_unary_operators(tmp_path: Path, op: str, expected: np.ndarray) -> None:
-    ref = run(tmp_path, unary(op), {"x": X})
+    ref = run(tmp_path, unary_model(op), {"x": X})
     assert ref.runtime == "onnxruntime" and not ref.cached and ref.fallback_reason is None
     assert list(ref.outputs) == ["y"] and ref.outputs["y"].dtype == np.float32
     np.testing.assert_allclose(ref.outputs["y"], expected, rtol=1e-5)
@@ -64,7 +63,7 @@ def test_mul_add_and_concat(tmp_path: Path) -> None:
         helper.make_node("Add", ["prod", "a"], ["total"]),
         helper.make_node("Concat", ["total", "b"], ["joined"], axis=0),
     ]
-    proto = model(nodes, {"a": [2, 3], "b": [2, 3]}, {"total": [2, 3], "joined": [4, 3]})
+    proto = onnx_model(nodes, {"a": [2, 3], "b": [2, 3]}, {"total": [2, 3], "joined": [4, 3]})
     a = np.arange(6, dtype=np.float32).reshape(2, 3)
     b = np.full((2, 3), 0.5, np.float32)
     out = run(tmp_path, proto, {"a": a, "b": b}).outputs
@@ -76,7 +75,7 @@ def test_mul_add_and_concat(tmp_path: Path) -> None:
 def test_a_convolution(tmp_path: Path) -> None:
     weight = np.arange(18, dtype=np.float32).reshape(2, 1, 3, 3) / 8
     bias = np.array([1.0, -1.0], np.float32)
-    proto = model(
+    proto = onnx_model(
         [helper.make_node("Conv", ["x", "w", "bias"], ["y"], pads=[1, 1, 1, 1])],
         {"x": [1, 1, 4, 4]},
         {"y": [1, 2, 4, 4]},
@@ -92,7 +91,7 @@ def test_a_convolution(tmp_path: Path) -> None:
 
 def test_inputs_are_rounded_to_fp16_before_the_run(tmp_path: Path) -> None:
     # (x - 1) * 4096: 1 + 2**-12 is not an fp16 value; the engine reads 1.0, so the answer is 0.
-    proto = model(
+    proto = onnx_model(
         [
             helper.make_node("Sub", ["x", "one"], ["d"]),
             helper.make_node("Mul", ["d", "k"], ["y"]),
@@ -108,7 +107,7 @@ def test_inputs_are_rounded_to_fp16_before_the_run(tmp_path: Path) -> None:
 
 
 def test_fp16_graphs_are_fed_fp16(tmp_path: Path) -> None:
-    proto = model(
+    proto = onnx_model(
         [helper.make_node("Relu", ["x"], ["y"])], {"x": [3]}, {"y": [3]}, elem=TensorProto.FLOAT16
     )
     x = np.array([0.1, -1.0, np.nan], np.float32)
@@ -118,7 +117,7 @@ def test_fp16_graphs_are_fed_fp16(tmp_path: Path) -> None:
 
 
 def test_inputs_must_match_the_graph(tmp_path: Path) -> None:
-    source = save(tmp_path / "m.onnx", unary("Relu"))
+    source = save_model(tmp_path / "m.onnx", unary_model("Relu"))
     with pytest.raises(InputError, match=r"missing \['x'\], not inputs of the graph none"):
         reference_outputs(source, {})
     with pytest.raises(InputError, match=r"missing none, not inputs of the graph \['z'\]"):
@@ -137,11 +136,11 @@ def int16_relu() -> onnx.ModelProto:
         helper.make_node("Relu", ["xi"], ["ri"]),
         helper.make_node("Cast", ["ri"], ["y"], to=TensorProto.FLOAT),
     ]
-    return model(nodes, {"x": [2, 3]}, {"y": [2, 3]})
+    return onnx_model(nodes, {"x": [2, 3]}, {"y": [2, 3]})
 
 
 def test_the_premise_onnxruntime_refuses_int16_relu(tmp_path: Path) -> None:
-    source = save(tmp_path / "m.onnx", int16_relu())
+    source = save_model(tmp_path / "m.onnx", int16_relu())
     onnx.checker.check_model(str(source), full_check=True)
     with pytest.raises(Exception, match=r"NOT_IMPLEMENTED.*Relu"):
         ort.InferenceSession(str(source), providers=["CPUExecutionProvider"])
@@ -167,7 +166,7 @@ def test_an_invalid_model_is_an_error_not_a_fallback(tmp_path: Path) -> None:
         helper.make_node("Sigmoid", ["xi"], ["si"]),
         helper.make_node("Cast", ["si"], ["y"], to=TensorProto.FLOAT),
     ]
-    source = save(tmp_path / "m.onnx", model(nodes, {"x": [2]}, {"y": [2]}))
+    source = save_model(tmp_path / "m.onnx", onnx_model(nodes, {"x": [2]}, {"y": [2]}))
     with pytest.raises(
         ReferenceRunError, match=r"onnxruntime cannot run it .*and neither can onnx\.reference"
     ) as info:
@@ -179,7 +178,7 @@ def test_an_invalid_model_is_an_error_not_a_fallback(tmp_path: Path) -> None:
 
 
 def test_a_second_run_comes_from_the_cache_without_a_session(tmp_path: Path) -> None:
-    source = save(tmp_path / "m.onnx", unary("Sigmoid"))
+    source = save_model(tmp_path / "m.onnx", unary_model("Sigmoid"))
     cache, factory = tmp_path / "cache", CountingFactory()
     first = reference_outputs(source, {"x": X}, cache_dir=cache, session_factory=factory)
     second = reference_outputs(source, {"x": X}, cache_dir=cache, session_factory=factory)
@@ -192,7 +191,7 @@ def test_a_second_run_comes_from_the_cache_without_a_session(tmp_path: Path) -> 
 
 
 def test_changed_inputs_miss_the_cache(tmp_path: Path) -> None:
-    source = save(tmp_path / "m.onnx", unary("Sigmoid"))
+    source = save_model(tmp_path / "m.onnx", unary_model("Sigmoid"))
     cache, factory = tmp_path / "cache", CountingFactory()
     reference_outputs(source, {"x": X}, cache_dir=cache, session_factory=factory)
     changed = reference_outputs(source, {"x": X + 1}, cache_dir=cache, session_factory=factory)
@@ -204,17 +203,17 @@ def test_changed_inputs_miss_the_cache(tmp_path: Path) -> None:
 
 
 def test_a_changed_source_misses_the_cache(tmp_path: Path) -> None:
-    source = save(tmp_path / "m.onnx", unary("Sigmoid"))
+    source = save_model(tmp_path / "m.onnx", unary_model("Sigmoid"))
     cache, factory = tmp_path / "cache", CountingFactory()
     reference_outputs(source, {"x": X}, cache_dir=cache, session_factory=factory)
-    save(source, unary("Relu"))
+    save_model(source, unary_model("Relu"))
     after = reference_outputs(source, {"x": X}, cache_dir=cache, session_factory=factory)
     assert not after.cached and len(factory.sessions) == 2
     np.testing.assert_array_equal(after.outputs["y"], np.maximum(X, 0))
 
 
 def test_changed_external_weights_miss_the_cache(tmp_path: Path) -> None:
-    proto = model(
+    proto = onnx_model(
         [helper.make_node("Mul", ["x", "w"], ["y"])],
         {"x": [1, 4]},
         {"y": [1, 4]},
@@ -235,7 +234,7 @@ def test_changed_external_weights_miss_the_cache(tmp_path: Path) -> None:
     "damage", [b"", b"PK\x03\x04 truncated", b"not a zip at all"], ids=["empty", "zip", "text"]
 )
 def test_a_corrupt_cache_entry_is_ignored_and_rewritten(tmp_path: Path, damage: bytes) -> None:
-    source = save(tmp_path / "m.onnx", unary("Sigmoid"))
+    source = save_model(tmp_path / "m.onnx", unary_model("Sigmoid"))
     cache, factory = tmp_path / "cache", CountingFactory()
     first = reference_outputs(source, {"x": X}, cache_dir=cache, session_factory=factory)
     (entry,) = cache.iterdir()
@@ -248,7 +247,7 @@ def test_a_corrupt_cache_entry_is_ignored_and_rewritten(tmp_path: Path, damage: 
 
 
 def test_a_cache_entry_that_does_not_describe_itself_is_ignored(tmp_path: Path) -> None:
-    source = save(tmp_path / "m.onnx", unary("Sigmoid"))
+    source = save_model(tmp_path / "m.onnx", unary_model("Sigmoid"))
     cache, factory = tmp_path / "cache", CountingFactory()
     reference_outputs(source, {"x": X}, cache_dir=cache, session_factory=factory)
     (entry,) = cache.iterdir()
@@ -258,7 +257,7 @@ def test_a_cache_entry_that_does_not_describe_itself_is_ignored(tmp_path: Path) 
 
 
 def test_the_fallback_is_remembered_by_the_cache(tmp_path: Path) -> None:
-    source = save(tmp_path / "m.onnx", int16_relu())
+    source = save_model(tmp_path / "m.onnx", int16_relu())
     x = {"x": np.ones((2, 3), np.float32)}
     first = reference_outputs(source, x, cache_dir=tmp_path / "c")
     second = reference_outputs(source, x, cache_dir=tmp_path / "c")
@@ -269,7 +268,7 @@ def test_the_fallback_is_remembered_by_the_cache(tmp_path: Path) -> None:
 def test_a_cache_that_cannot_be_written_costs_only_the_cache(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    source = save(tmp_path / "m.onnx", unary("Relu"))
+    source = save_model(tmp_path / "m.onnx", unary_model("Relu"))
     blocker = tmp_path / "not_a_folder"
     blocker.write_text("a file where the cache folder should be")
     with caplog.at_level(logging.WARNING, logger="ane_build.check.reference"):
@@ -288,7 +287,7 @@ def test_a_session_factory_sees_the_rounded_feeds(tmp_path: Path) -> None:
             seen.append(dict(input_feed))
             return [np.zeros((1, 4), np.float32)]
 
-    source = save(tmp_path / "m.onnx", unary("Relu"))
+    source = save_model(tmp_path / "m.onnx", unary_model("Relu"))
     x = np.array([[1 + 2**-12, np.nan, 0.1, -0.0]], np.float32)
     reference_outputs(source, {"x": x}, session_factory=lambda _path: Recorder())
     fed = seen[0]["x"]

@@ -9,27 +9,28 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from ane_build.check.tensors import TensorSpec, graph_io
+from ane_build.container.graph import TensorSpec, graph_io
 from ane_build.errors import AneFormatError, InputError, ModelFileError
-
-from .graphs import model, save
+from tests.helpers import onnx_model, save_model
 
 
 def relu(shape: list[int | str], elem: int = TensorProto.FLOAT) -> onnx.ModelProto:
-    return model([helper.make_node("Relu", ["x"], ["y"])], {"x": shape}, {"y": shape}, elem=elem)
+    return onnx_model(
+        [helper.make_node("Relu", ["x"], ["y"])], {"x": shape}, {"y": shape}, elem=elem
+    )
 
 
 def test_inputs_and_outputs_in_graph_order_with_numpy_dtypes(tmp_path: Path) -> None:
     nodes = [helper.make_node("Add", ["b", "a"], ["s"]), helper.make_node("Neg", ["s"], ["n"])]
-    proto = model(nodes, {"b": [1, 3], "a": [1, 3]}, {"n": [1, 3], "s": [1, 3]})
-    inputs, outputs = graph_io(save(tmp_path / "m.onnx", proto))
+    proto = onnx_model(nodes, {"b": [1, 3], "a": [1, 3]}, {"n": [1, 3], "s": [1, 3]})
+    inputs, outputs = graph_io(save_model(tmp_path / "m.onnx", proto))
     f32 = np.dtype(np.float32)
     assert inputs == [TensorSpec("b", (1, 3), f32), TensorSpec("a", (1, 3), f32)]
     assert outputs == [TensorSpec("n", (1, 3), f32), TensorSpec("s", (1, 3), f32)]
 
 
 def test_initializers_listed_as_inputs_are_not_inputs() -> None:
-    proto = model(
+    proto = onnx_model(
         [helper.make_node("Mul", ["x", "w"], ["y"])],
         {"x": [2], "w": [2]},  # IR < 4 style: the weight is a graph input too
         {"y": [2]},
