@@ -33,6 +33,7 @@ if TYPE_CHECKING:
         ContainerError,
         DescriptorChainError,
         DeviceNotFoundError,
+        InputError,
         MetadataError,
         MissingAneMetadataError,
         SubmitValidationError,
@@ -40,7 +41,7 @@ if TYPE_CHECKING:
         WireFormatError,
     )
     from .formats.payload import IoSlot, PayloadRef
-    from .run import AneProgram, SubmitMode, SubmitResult, submit_onnx_model
+    from .run import AneModel, AneProgram, SubmitMode, SubmitResult, submit_onnx_model
 
 # Public name -> the module that defines it.
 _EXPORTS = {
@@ -48,6 +49,7 @@ _EXPORTS = {
     "AneDeviceError": "errors",
     "AneError": "errors",
     "AneFormatError": "errors",
+    "AneModel": "run",
     "AneModelMetadata": "container",
     "AnePayloads": "container",
     "AneProgram": "run",
@@ -59,6 +61,7 @@ _EXPORTS = {
     "ConvertResult": "convert",
     "DescriptorChainError": "errors",
     "DeviceNotFoundError": "errors",
+    "InputError": "errors",
     "IoSlot": "formats.payload",
     "MetadataError": "errors",
     "MissingAneMetadataError": "errors",
@@ -91,6 +94,7 @@ __all__ = [
     "AneDeviceError",
     "AneError",
     "AneFormatError",
+    "AneModel",
     "AneModelMetadata",
     "AnePayloads",
     "AneProgram",
@@ -102,6 +106,7 @@ __all__ = [
     "ConvertResult",
     "DescriptorChainError",
     "DeviceNotFoundError",
+    "InputError",
     "IoSlot",
     "MetadataError",
     "MissingAneMetadataError",

@@ -25,7 +25,7 @@ from .._fs import open_regular
 from .._resource import Closing
 from ..driver import uapi
 from ..driver.device import ANEDevice, BufferObject, Submission
-from ..errors import AneDeviceError, ModelFileError, SubmitValidationError
+from ..errors import AneDeviceError, InputError, ModelFileError, SubmitValidationError
 from ..formats.microcode import build_bootstrap, check_chain, walk_chain
 from ..formats.payload import IoSlot
 from ..formats.tiling import tile, untile
@@ -305,7 +305,13 @@ class AneProgram(Closing):
             bo = self.buffers[slot]
             name = io.name or f"slot{slot}"
             if io.role == "input" and name in inputs:
-                array = np.asarray(inputs[name]).reshape(io.n, io.c, io.h, io.w)
+                array = np.asarray(inputs[name])
+                if array.size != io.n * io.c * io.h * io.w:
+                    raise InputError(
+                        f"{self.label}: input {name!r} has {array.size} elements "
+                        f"{array.shape}; slot {slot} holds {io.n}x{io.c}x{io.h}x{io.w}"
+                    )
+                array = array.reshape(io.n, io.c, io.h, io.w)
                 tile(array, row_stride=io.row_stride, plane_stride=io.plane_stride, out=bo.view)
             elif io.role != "input":
                 bo.zero()
