@@ -10,14 +10,14 @@ from typing import Any
 
 import pytest
 
+from ane_build.check.samples import samples_dir as check_samples_dir
+
 REPO = Path(__file__).resolve().parents[1]
 
 
 def samples_dir() -> Path | None:
     """The shared `.anec` samples folder, or None when this checkout has none beside it."""
-    env = os.environ.get("ANE_SAMPLES_DIR")
-    folder = Path(env) if env else REPO.parent / "shared" / "anec-samples"
-    return folder if folder.is_dir() and any(folder.glob("*.ane")) else None
+    return check_samples_dir(REPO.parent / "shared" / "anec-samples")
 
 
 SAMPLE_FILES = sorted(samples_dir().glob("*.ane")) if samples_dir() else []

@@ -98,7 +98,10 @@ def load_graph(model: Path | onnx.ModelProto) -> onnx.ModelProto:
 def _dtype(name: str, elem_type: int, role: str) -> np.dtype[Any]:
     import onnx
 
-    type_name = onnx.TensorProto.DataType.Name(elem_type)
+    try:
+        type_name = onnx.TensorProto.DataType.Name(elem_type)
+    except ValueError as exc:
+        raise InputError(f"{role} {name!r}: element type {elem_type} is not an ONNX type") from exc
     try:
         dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(elem_type))
     except (KeyError, TypeError, ValueError) as exc:

@@ -14,11 +14,20 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import BinaryIO, TypeVar
 
+import numpy as np
+
 from ..driver.kernel_onnx import KernelVerdict
-from ..errors import DescriptorChainError, MetadataError, ModelFileError, WireFormatError
+from ..errors import (
+    AneError,
+    DescriptorChainError,
+    MetadataError,
+    ModelFileError,
+    WireFormatError,
+)
 from ..formats.microcode import walk_chain
 from ..formats.protowire import file_size
 from . import portable
+from .graph import graph_io, model_without_metadata
 from .kernel_check import Progress, describe, kernel_verdict
 from .keys import (
     CONTAINER_FORMAT,
@@ -234,6 +243,43 @@ def _values(report: VerifyReport, stream: BinaryIO, scan: Scan, strict: bool) ->
             report.add(key, False, "missing (strict verification wants it; our writer adds it)")
 
 
+def _program_matches_graph(report: VerifyReport, stream: BinaryIO, scan: Scan) -> None:
+    """The graph's inputs and outputs against ``ane.io``: counts, then element counts."""
+    import onnx
+    from google.protobuf.message import DecodeError  # type: ignore[import-untyped]
+
+    ane = scan.ane_entries()
+    try:
+        slots = (
+            parse_io(read_text(stream, scan.label, ane[KEY_IO]), scan.label)
+            if KEY_IO in ane
+            else {}
+        )
+        if not slots:
+            report.add("graph vs program", False, "cannot run or check: no ane.io", warning=True)
+            return
+        graph = onnx.ModelProto.FromString(model_without_metadata(stream))
+        specs = dict(zip(("input", "output"), graph_io(graph, dims={}), strict=True))
+    except (AneError, DecodeError, ValueError) as exc:
+        report.add("graph vs program", False, f"cannot compare: {exc}", warning=True)
+        return
+    problems = []
+    for role, graph_side in specs.items():
+        ours = sorted((s, v) for s, v in slots.items() if v.role == role)
+        shown = ", ".join(f"slot {s} {v.n}x{v.c}x{v.h}x{v.w}" for s, v in ours) or "none"
+        theirs = ", ".join(f"{g.name} {list(g.shape)}" for g in graph_side) or "none"
+        counts = [v.n * v.c * v.h * v.w for _, v in ours]
+        sizes = [int(np.prod(g.shape)) if -1 not in g.shape else None for g in graph_side]
+        if len(ours) != len(graph_side) or any(
+            size is not None and size != count for size, count in zip(sizes, counts, strict=False)
+        ):
+            problems.append(f"{role}s: the graph has {theirs}; ane.io has {shown}")
+    detail = "; ".join(problems) or (
+        f"{len(specs['input'])} input(s) and {len(specs['output'])} output(s) match ane.io"
+    )
+    report.add("graph vs program", not problems, detail)
+
+
 def _verify(
     report: VerifyReport,
     stream: BinaryIO,
@@ -255,6 +301,8 @@ def _verify(
     if microcode is not None and microcode.data and sizes is not None:
         _chain(report, microcode.data, *sizes)
     _values(report, stream, scan, strict)
+    if scan.has_graph:
+        _program_matches_graph(report, stream, scan)
     for name, detail in portable.problems(stream, label, scan.ane_entries(), scan.keys()):
         report.add(name, False, detail, warning=not portable_errors)
     if all(key in scan.ane_entries() for key in REQUIRED_KEYS):

@@ -137,7 +137,7 @@ def _embed_values(
     ]
     if toolchain is not None:
         entries.append(_small(KEY_TOOLCHAIN, toolchain))
-    if io_slots is not None:
+    if io_slots:
         dumped: dict[int, Any] = {}
         for slot, spec in io_slots.items():
             try:
@@ -146,7 +146,7 @@ def _embed_values(
                 raise ContainerError(f"io slot {slot}: {exc}") from exc
             dumped[_check_slot(slot, "io")] = checked.model_dump(mode="json")
         entries.append(_small(KEY_IO, _slot_json(dumped)))
-    if tiles is not None:
+    if tiles:
         sizes: dict[int, int] = {}
         for slot, size in tiles.items():
             if isinstance(size, bool) or not isinstance(size, int) or size < 0:

@@ -20,6 +20,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
 
+from ane_build.check.samples import write_sample_graph
 from ane_build.container import metadata as container
 from ane_build.container import writer
 from ane_build.container.external import external_data_locations
@@ -874,10 +875,13 @@ def test_digest_mismatch_is_reported(tmp_path: Path) -> None:
     assert [c.name for c in report.failures] == ["ane.microcode.sha256"]
     assert sha(MICROCODE) in report.failures[0].detail
     lines = report.summary().splitlines()
-    assert lines[0].endswith(f"FAILED (1 of {len(report.checks)} checks)")
+    warned = len(report.warnings)
+    assert warned == 1 and report.warnings[0].name == "graph vs program"  # this model has no ane.io
+    assert lines[0].endswith(f"FAILED (1 of {len(report.checks)} checks), {warned} warning(s)")
     assert len(lines) == len(report.checks) + 1
     assert sum(line.startswith("FAIL ") for line in lines) == 1
-    assert all(line.startswith(("PASS ", "FAIL ")) for line in lines[1:])
+    assert sum(line.startswith("WARN ") for line in lines) == warned
+    assert all(line.startswith(("PASS ", "FAIL ", "WARN ")) for line in lines[1:])
 
 
 @pytest.mark.parametrize(
@@ -947,10 +951,11 @@ def read_anec(path: Path) -> dict[str, Any]:
 
 
 def test_real_samples_round_trip(anec_samples: Path, tmp_path: Path) -> None:
-    source = save(make_model({"author": "me"}), tmp_path / "m.onnx")
     samples = sorted(anec_samples.glob("*.ane"))
     assert samples
     for sample in samples:
+        source = tmp_path / f"{sample.stem}.onnx"
+        write_sample_graph(sample.name, source)  # a graph of the program's own inputs/outputs
         anec = read_anec(sample)
         output = tmp_path / f"{sample.stem}_ane.onnx"
         meta = embed_ane_metadata(
@@ -986,7 +991,9 @@ def _container_bytes() -> bytes:
     props = kernel_props(
         **{
             "ane.weights.b64": b64(WEIGHTS[:300]),
-            "ane.io": '{"4":{"role":"output","n":1,"c":1,"h":1,"w":1,"plane_stride":64,'
+            # The graph's y [1, 4] and x [1, 4], in anecc's slots.
+            "ane.io": '{"4":{"role":"output","n":1,"c":1,"h":1,"w":4,"plane_stride":64,'
+            '"row_stride":64},"5":{"role":"input","n":1,"c":1,"h":1,"w":4,"plane_stride":64,'
             '"row_stride":64}}',
             "ane.tiles": '{"0":16384}',
             "author": "me",
