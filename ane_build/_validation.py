@@ -102,6 +102,8 @@ def _describe(err: Any, model: type[BaseModel], syntax: Syntax) -> str:
     # Validators written elsewhere say "expected an integer, found a boolean"; the value is
     # shown anyway, so keep the house style "must be ...".
     message = re.sub(r"^expected (.+?), (found|got) .*$", r"must be \1", message)
+    # "a valid dictionary or instance of TileDescriptors": the class name means nothing in a file.
+    message = re.sub(r" or instance of \w+", "", message)
     for pydantic_word, own_word in syntax.words:
         message = message.replace(pydantic_word, own_word)
     message = lower_first(message.rstrip("."))
@@ -151,7 +153,12 @@ def show(value: Any, syntax: Syntax = TOML) -> str:
     elif isinstance(value, str):
         text = json.dumps(value, ensure_ascii=False)
     elif isinstance(value, Mapping):
-        text = f"a {syntax.mapping}" if value else f"an empty {syntax.mapping}"
+        article = "an" if syntax.mapping[0] in "aeiou" else "a"
+        text = f"{article} {syntax.mapping}" if value else f"an empty {syntax.mapping}"
+    elif isinstance(value, list | tuple):
+        text = json.dumps(value, ensure_ascii=False, default=str)
+        if len(text) > _MAX_SHOWN:
+            text = f"an array of {len(value)} item(s)"
     elif isinstance(value, dt.date | dt.time):
         text = value.isoformat()
     else:

@@ -12,7 +12,7 @@ from pathlib import Path
 import _fuzz_common as common
 
 with common.instrumented(__name__ == "__main__"):
-    from ane_build.artifacts.resolve import ArtifactSpec, Bundle, load_bundle, resolve_artifacts
+    from ane_build.artifacts import ArtifactSpec, Bundle, load_bundle, resolve_artifacts
     from ane_build.artifacts.types import ResolvedArtifacts
     from ane_build.errors import AneError
     from ane_build.formats.microcode import walk_chain
@@ -47,13 +47,13 @@ def seeds() -> list[bytes]:
     chain = make_chain(2)
     text = base64.b64encode(chain).decode()
     docs = [
-        {"microcode": text, "td_size": M1_TD_SIZE, "td_count": 2, "toolchain": "anecc"},
+        {"microcode_b64": text, "td_size": M1_TD_SIZE, "td_count": "2", "toolchain": "anecc"},
         {
-            "microcode": base64.urlsafe_b64encode(chain).decode(),
-            "weights": base64.b64encode(bytes(30)).decode(),
+            "microcode_b64": base64.urlsafe_b64encode(chain).decode(),
+            "weights_b64": base64.b64encode(bytes(30)).decode(),
             "tile_descriptors": {"b64": text, "entry_size": M1_TD_SIZE, "count": 2},
         },
-        {"microcode": "\n".join(text[i : i + 76] for i in range(0, len(text), 76))},
+        {"microcode_b64": "\n".join(text[i : i + 76] for i in range(0, len(text), 76))},
     ]
     return [json.dumps(doc).encode() for doc in docs]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import hashlib
 import json
@@ -81,6 +82,20 @@ def write(path: Path, data: bytes) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data)
     return path
+
+
+def b64(data: bytes) -> str:
+    """Standard padded base64 text."""
+    return base64.b64encode(data).decode()
+
+
+def seed_bundle(path: Path, microcode: bytes, weights: bytes | None = None, **fields: Any) -> Path:
+    """Write a bundle in the seed's format (``microcode_b64``, ``weights_b64``, ...)."""
+    doc: dict[str, Any] = {"microcode_b64": b64(microcode)}
+    if weights is not None:
+        doc["weights_b64"] = b64(weights)
+    doc.update(fields)
+    return write(path, json.dumps(doc).encode())
 
 
 TIMEOUT = 120.0

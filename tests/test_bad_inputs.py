@@ -395,7 +395,7 @@ PLAN = "container._plan"
 PARSE = "container._metadata_from_scan"
 VERIFY = "container.verify_container"
 CHAIN = "microcode.walk_chain via artifacts resolver"
-CHECK = "artifacts._Resolver.check_microcode"
+CHECK = "artifacts.descriptors.DescriptorParams.check_microcode"
 HEADER = "anec._validate_header"
 SLOTS = "anec._validate_slots"
 BUNDLE = "artifacts.load_bundle"
@@ -746,55 +746,55 @@ CASES: list[Case] = [
     # --- JSON bundles with wrong types or values ---
     convert_case(
         "bundle-microcode-int",
-        "bundle microcode is 5",
+        "bundle microcode_b64 is 5",
         BUNDLE,
-        lambda e: bundle(e, {"microcode": 5}, "'microcode'", "integer 5"),
+        lambda e: bundle(e, {"microcode_b64": 5}, "microcode_b64", "got 5"),
     ),
     convert_case(
         "bundle-microcode-list",
-        "bundle microcode is a list",
+        "bundle microcode_b64 is a list",
         BUNDLE,
-        lambda e: bundle(e, {"microcode": [M_B64]}, "'microcode'", "array of 1 item"),
+        lambda e: bundle(e, {"microcode_b64": [M_B64]}, "microcode_b64", "an array of 1 item"),
     ),
     convert_case(
         "bundle-microcode-base64",
-        "bundle microcode is Python code, not base64",
+        "bundle microcode_b64 is Python code, not base64",
         BUNDLE,
         lambda e: bundle(
-            e, {"microcode": "__import__('os')"}, "'microcode'", "character '(' at offset 10"
+            e, {"microcode_b64": "__import__('os')"}, "microcode_b64", "byte 0x28 at offset 10"
         ),
     ),
     convert_case(
         "bundle-weights-base64",
-        "bundle weights 'abc!'",
+        "bundle weights_b64 'abc!'",
         BUNDLE,
         lambda e: bundle(
-            e, {"microcode": M_B64, "weights": "abc!"}, "'weights'", "character '!' at offset 3"
+            e, {"microcode_b64": M_B64, "weights_b64": "abc!"}, "weights_b64", "byte 0x21"
         ),
     ),
     convert_case(
         "bundle-td-size-string",
-        'bundle td_size is "628"',
+        'bundle td_size is "62x"',
         BUNDLE,
-        lambda e: bundle(e, {"microcode": M_B64, "td_size": "628"}, "'td_size'", 'string "628"'),
+        lambda e: bundle(e, {"microcode_b64": M_B64, "td_size": "62x"}, "td_size", '"62x"'),
     ),
     convert_case(
         "bundle-td-count-float",
         "bundle td_count is 2.0",
         BUNDLE,
-        lambda e: bundle(e, {"microcode": M_B64, "td_count": 2.0}, "'td_count'", "number 2.0"),
+        lambda e: bundle(e, {"microcode_b64": M_B64, "td_count": 2.0}, "td_count", "got 2.0"),
     ),
     convert_case(
         "bundle-td-count-bool",
         "bundle td_count is true",
         BUNDLE,
-        lambda e: bundle(e, {"microcode": M_B64, "td_count": True}, "'td_count'", "boolean true"),
+        lambda e: bundle(e, {"microcode_b64": M_B64, "td_count": True}, "td_count", "got true"),
     ),
     convert_case(
         "bundle-td-count-chain",
         "bundle td_count 3 for a 2-descriptor chain",
         CHECK,
-        lambda e: bundle(e, {"microcode": M_B64, "td_count": 3}, "td_count", "is 3"),
+        lambda e: bundle(e, {"microcode_b64": M_B64, "td_count": 3}, "td_count", "is 3"),
     ),
     convert_case(
         "bundle-tile-descriptors-list",
@@ -802,9 +802,9 @@ CASES: list[Case] = [
         BUNDLE,
         lambda e: bundle(
             e,
-            {"microcode": M_B64, "tile_descriptors": [M_B64]},
-            "'tile_descriptors'",
-            "array of 1 item",
+            {"microcode_b64": M_B64, "tile_descriptors": [M_B64]},
+            "tile_descriptors",
+            "must be an object",
         ),
     ),
     convert_case(
@@ -813,28 +813,36 @@ CASES: list[Case] = [
         BUNDLE,
         lambda e: bundle(
             e,
-            {"microcode": M_B64, "tile_descriptors": {"b64": M_B64, "entry_size": "x"}},
-            "'tile_descriptors.entry_size'",
-            'string "x"',
+            {"microcode_b64": M_B64, "tile_descriptors": {"b64": M_B64, "entry_size": "x"}},
+            "tile_descriptors.entry_size",
+            'got "x"',
         ),
     ),
     convert_case(
         "bundle-toolchain-int",
         "bundle toolchain is 3",
         BUNDLE,
-        lambda e: bundle(e, {"microcode": M_B64, "toolchain": 3}, "'toolchain'", "integer 3"),
+        lambda e: bundle(e, {"microcode_b64": M_B64, "toolchain": 3}, "toolchain", "got 3"),
+    ),
+    convert_case(
+        "bundle-unknown-key",
+        'bundle key "weight" (a typo for weights_b64)',
+        BUNDLE,
+        lambda e: bundle(
+            e, {"microcode_b64": M_B64, "weight": M_B64}, "weight", "did you mean 'weights_b64'"
+        ),
     ),
     convert_case(
         "bundle-top-level-list",
         "bundle is a JSON array",
         BUNDLE,
-        lambda e: bundle(e, [M_B64], "top level", "array of 1 item"),
+        lambda e: bundle(e, [M_B64], "top level", "must be a JSON object"),
     ),
     convert_case(
         "bundle-missing-microcode",
-        "bundle without microcode",
+        "bundle without microcode_b64",
         BUNDLE,
-        lambda e: bundle(e, {"weights": M_B64}, "'microcode'", "missing"),
+        lambda e: bundle(e, {"weights_b64": M_B64}, "microcode_b64", "missing"),
     ),
     convert_case(
         "bundle-not-json",

@@ -33,8 +33,8 @@ def test_bundle_without_descriptors(
     bundle.write_text(
         json.dumps(
             {
-                "microcode": base64.b64encode(microcode).decode(),
-                "weights": base64.b64encode(weights).decode(),
+                "microcode_b64": base64.b64encode(microcode).decode(),
+                "weights_b64": base64.b64encode(weights).decode(),
             }
         )
     )
@@ -54,7 +54,7 @@ def test_bundle_folder_with_descriptor_object(
     (folder / "bundle.json").write_text(
         json.dumps(
             {
-                "microcode": base64.b64encode(microcode).decode(),
+                "microcode_b64": base64.b64encode(microcode).decode(),
                 "tile_descriptors": {
                     "b64": base64.b64encode(microcode).decode(),
                     "entry_size": 0x274,

@@ -940,7 +940,15 @@ def test_descriptor_walker_stops_at_the_count_limit(probe: Probe) -> None:
 
 # --- 5. bundle loader (and artefact resolution on top) ---------------------------------------
 
-BUNDLE_KEYS = ["microcode", "weights", "tile_descriptors", "td_size", "td_count", "toolchain"]
+BUNDLE_KEYS = [
+    "microcode_b64",
+    "weights_b64",
+    "tile_descriptors",
+    "td_size",
+    "td_count",
+    "toolchain",
+    "io",
+]
 BUNDLE_B64 = st.binary(max_size=64).flatmap(base64_text) | st.text(
     alphabet="AQ+/-_= \n\u2003\x1c", max_size=12
 )
@@ -954,11 +962,10 @@ def bundle_docs(draw: st.DrawFn) -> Any:
     count = draw(st.integers(1, 3))
     chain = chain_bytes(count)
     good = draw(st.integers(0, 3)) > 0  # mostly plausible values; else odd ones
-    # Bundles need '=' padding (unlike the kernel), so plausible text keeps it.
-    text = draw(clean_base64(chain).filter(lambda t: len(t.replace("\n", "")) % 4 == 0))
-    doc: dict[str, Any] = {"microcode": text if good else draw(base64_text(chain))}
+    text = draw(clean_base64(chain))
+    doc: dict[str, Any] = {"microcode_b64": text if good else draw(base64_text(chain))}
     optional: dict[str, Any] = {
-        "weights": draw(
+        "weights_b64": draw(
             st.binary(max_size=64).map(lambda b: base64.b64encode(b).decode())
             if good
             else st.binary(max_size=64).flatmap(base64_text)
@@ -966,15 +973,18 @@ def bundle_docs(draw: st.DrawFn) -> Any:
         "td_size": M1_TD_SIZE
         if good
         else draw(st.sampled_from([M1_TD_SIZE + 4, 36, 0, -1, 2**70, True])),
-        "td_count": count if good else draw(st.sampled_from([count + 1, 0, 1.0, "1"])),
+        "td_count": draw(st.sampled_from([count, str(count)]))
+        if good
+        else draw(st.sampled_from([count + 1, 0, 1.0, "+1", " 1", "1\n"])),
         "tile_descriptors": draw(
             st.fixed_dictionaries(
                 {"b64": st.just(base64.b64encode(chain).decode())},
                 optional={"entry_size": st.just(M1_TD_SIZE), "count": st.just(count)},
             )
-            | st.just(base64.b64encode(chain).decode())
             if good
-            else st.sampled_from(["", "!!", {"b64": None}, {"b64": "QQ==", "count": 3}])
+            else st.sampled_from(
+                ["", base64.b64encode(chain).decode(), {"b64": None}, {"b64": "QQ==", "count": 3}]
+            )
             | st.fixed_dictionaries(
                 {"b64": base64_text(chain)},
                 optional={
@@ -1007,7 +1017,7 @@ def bundle_texts(draw: st.DrawFn) -> bytes:
     if kind == 1:
         return deep_json(draw(st.sampled_from([900, 5000, 100_000]))).encode()
     if kind == 2:
-        return b'{"microcode": "AAAA", "microcode": ' + raw + b"}"
+        return b'{"microcode_b64": "AAAA", "microcode_b64": ' + raw + b"}"
     return raw
 
 

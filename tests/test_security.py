@@ -312,10 +312,10 @@ def convert_bundle(tmp_path: Path, doc: dict[str, object]) -> tuple[int, str]:
 def test_bundle_code_in_a_payload_field_is_rejected(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], payload: str
 ) -> None:
-    code, output = convert_bundle(tmp_path, {"microcode": payload})
+    code, output = convert_bundle(tmp_path, {"microcode_b64": payload})
     err = capsys.readouterr().err
     assert code == 1
-    assert "field 'microcode' is not valid base64" in err
+    assert "microcode_b64: not base64 as the kernel reads it" in err
     assert not Path(output).exists()
     assert no_pwned(tmp_path) == []
 
@@ -330,20 +330,20 @@ def test_bundle_code_in_a_payload_field_is_rejected(
         "${HOME} $(touch pwned) %(name)s {0}",
     ],
 )
-def test_bundle_text_fields_and_unknown_fields_are_kept_as_data(
+def test_bundle_text_fields_are_kept_as_data_and_unknown_fields_refused(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], payload: str
 ) -> None:
-    doc = {
-        "microcode": base64.b64encode(CHAIN).decode(),
-        "toolchain": payload,
-        "__class__": payload,
-        "__proto__": {"polluted": payload},
-        "exec": payload,
-    }
+    doc = {"microcode_b64": base64.b64encode(CHAIN).decode(), "toolchain": payload}
     code, output = convert_bundle(tmp_path, doc)
     assert code == 0, capsys.readouterr().err
     assert parse_ane_metadata(output).toolchain == payload
     assert read_ane_payloads(output).microcode == CHAIN
+    Path(output).unlink()
+    hostile = {**doc, "__class__": payload, "__proto__": {"polluted": payload}, "exec": payload}
+    code, output = convert_bundle(tmp_path, hostile)
+    err = capsys.readouterr().err
+    assert code == 1 and not Path(output).exists()
+    assert "__class__" in err and "__proto__" in err and "exec" in err
     assert no_pwned(tmp_path) == []
 
 

@@ -48,6 +48,15 @@ def positive(text: str) -> int:
     return value
 
 
+def payload_name(text: str) -> str:
+    """An argparse type: a payload name an ``--override`` can take."""
+    from ..artifacts.spec import PAYLOAD_NAMES  # numpy and pydantic: only when the flag is used
+
+    if text not in PAYLOAD_NAMES:
+        raise argparse.ArgumentTypeError(f"{text!r} is not one of {', '.join(PAYLOAD_NAMES)}")
+    return text
+
+
 def device(text: str) -> str:
     """An argparse type: a device spec `open_device` accepts (a usage error otherwise)."""
     try:

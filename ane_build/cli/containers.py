@@ -9,7 +9,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from .common import EXIT_FAILED, EXIT_OK, Progress, device, positive
+from .common import EXIT_FAILED, EXIT_OK, Progress, device, payload_name, positive
 
 
 def add_convert_args(parser: argparse.ArgumentParser) -> None:
@@ -26,6 +26,21 @@ def add_convert_args(parser: argparse.ArgumentParser) -> None:
         "--anec-payload-offset", type=positive, default=0x1000, help="payload offset in .anec"
     )
     parser.add_argument("--artifact-root", type=Path, help="folder to discover artefacts in")
+    parser.add_argument(
+        "--override",
+        action="append",
+        default=[],
+        type=payload_name,
+        metavar="NAME",
+        help="let the --microcode/--weights/--tile-descriptors file replace the .anec's or "
+        "the bundle's own payload (repeatable; NAME is microcode, weights or tile_descriptors)",
+    )
+    parser.add_argument(
+        "--skip-validation",
+        action="store_true",
+        help="do not check the descriptor chain against td_size/td_count (for chains this tool "
+        "does not understand; the kernel's own rules still apply)",
+    )
     parser.add_argument("--toolchain", help="compiler description recorded in the container")
     parser.add_argument("--output", "-o", type=Path, help="output path (default <model>_ane.onnx)")
 
@@ -45,6 +60,8 @@ def cmd_convert(args: argparse.Namespace) -> int:
         td_size=args.td_size,
         td_count=args.td_count,
         anec_payload_offset=args.anec_payload_offset,
+        overrides=tuple(dict.fromkeys(args.override)),
+        skip_validation=args.skip_validation,
     )
     progress = Progress(f"writing {args.output or args.model}")
     try:

@@ -18,7 +18,8 @@ from .._fs import open_regular, os_problem
 from .._typing import StrPath
 from ..driver.uapi import ANE_CMD_GRAN, ANE_TILE_COUNT, PAGE_SIZE, TD_COUNT_LIMIT, round_up
 from ..errors import AnecFormatError, ArtifactError
-from .microcode import DescriptorChain, check_chain, walk_chain
+from .microcode import DescriptorChain, walk_chain
+from .microcode import check_chain as check_descriptor_chain
 from .payload import IoSlot, PayloadRef
 
 logger = logging.getLogger(__name__)
@@ -161,7 +162,8 @@ class AnecFile:
         header: The decoded header.
         microcode: File range of the microcode (``tsk_size`` bytes).
         weights: File range of the weights, or None when ``krn_size`` is 0.
-        chain: The walked descriptor chain (agrees with the header).
+        chain: The walked descriptor chain (agrees with the header); None when the file was
+            read with ``check_chain=False``.
         io: Tensor slots keyed by slot number.
         tiles: BO size in bytes per slot, for every slot with a non-zero tile.
     """
@@ -171,7 +173,7 @@ class AnecFile:
     header: AnecHeader
     microcode: PayloadRef
     weights: PayloadRef | None
-    chain: DescriptorChain
+    chain: DescriptorChain | None
     io: dict[int, IoSlot]
     tiles: dict[int, int]
 
@@ -193,6 +195,7 @@ def read_anec(
     input_names: Sequence[str] | None = None,
     output_names: Sequence[str] | None = None,
     slots: SlotConvention = ANECC_SLOTS,
+    check_chain: bool = True,
 ) -> AnecFile:
     """Read and validate an ``.anec``/``.ane`` file without loading its weights.
 
@@ -203,6 +206,8 @@ def read_anec(
         input_names: Tensor names of the inputs, in slot order; ``input0``... by default.
         output_names: Tensor names of the outputs, in slot order; ``output0``... by default.
         slots: The slot convention used to give slots their roles.
+        check_chain: Walk the microcode's descriptor chain and check it against the header
+            (off for programs whose chains this tool does not understand).
 
     Returns:
         The validated file.
@@ -227,15 +232,7 @@ def read_anec(
             raise ArtifactError(f".anec file {path}: {os_problem(path, exc)}") from exc
     if len(microcode) != header.tsk_size:
         raise AnecFormatError(f"{path}: file shrank while reading the microcode")
-    chain = walk_chain(
-        microcode, header.td_size, source=f"{path} (header td_size=0x{header.td_size:x})"
-    )
-    check_chain(
-        chain,
-        td_count=header.td_count,
-        tsk_size=header.tsk_size,
-        source=f"{path} (header)",
-    )
+    chain = _header_chain(path, header, microcode) if check_chain else None
     weights = None
     if header.krn_size:
         weights = PayloadRef.from_file(
@@ -261,6 +258,16 @@ def read_anec(
         io=io,
         tiles=tiles,
     )
+
+
+def _header_chain(path: Path, header: AnecHeader, microcode: bytes) -> DescriptorChain:
+    chain = walk_chain(
+        microcode, header.td_size, source=f"{path} (header td_size=0x{header.td_size:x})"
+    )
+    check_descriptor_chain(
+        chain, td_count=header.td_count, tsk_size=header.tsk_size, source=f"{path} (header)"
+    )
+    return chain
 
 
 def _validate_header(path: Path, head: bytes, file_size: int, payload_offset: int) -> AnecHeader:

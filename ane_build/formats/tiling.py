@@ -83,7 +83,12 @@ def layout_for(shape: Sequence[int]) -> tuple[int, int, int]:
     return row_stride, plane_stride, round_up(n * c * plane_stride, PAGE_SIZE)
 
 
-def _strides(h: int, w: int, row_stride: int | None, plane_stride: int | None) -> tuple[int, int]:
+def strides(h: int, w: int, row_stride: int | None, plane_stride: int | None) -> tuple[int, int]:
+    """Return ``(row_stride, plane_stride)``: the given ones checked, the missing ones defaulted.
+
+    Raises:
+        AneFormatError: A stride is odd or too small for the rows or planes it must hold.
+    """
     rs = round_up(w * ELEMENT_SIZE, ROW_ALIGN) if row_stride is None else row_stride
     ps = round_up(rs * h, PLANE_ALIGN) if plane_stride is None else plane_stride
     if rs < w * ELEMENT_SIZE or rs % ELEMENT_SIZE:
@@ -138,7 +143,7 @@ def tile(
     """
     values = np.asarray(array)
     n, c, h, w = _nchw(values.shape)
-    rs, ps = _strides(h, w, row_stride, plane_stride)
+    rs, ps = strides(h, w, row_stride, plane_stride)
     planes = n * c
     try:
         data = values.astype(FP16_LE, copy=False).reshape(planes, h, w)
@@ -176,7 +181,7 @@ def untile(
             short for the tensor.
     """
     n, c, h, w = _nchw((n, c, h, w))
-    rs, ps = _strides(h, w, row_stride, plane_stride)
+    rs, ps = strides(h, w, row_stride, plane_stride)
     planes = n * c
     if planes == 0 or h == 0 or w == 0:
         return np.zeros((n, c, h, w), dtype=np.float16)

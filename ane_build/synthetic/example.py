@@ -157,11 +157,11 @@ def generate_model(name: str, model: SyntheticModel, root: Path) -> list[Path]:
     else:
         bundle = {
             "toolchain": TOOLCHAIN_NOTE,
-            "microcode": base64.b64encode(microcode).decode(),
+            "microcode_b64": base64.b64encode(microcode).decode(),
             "td_size": M1_TD_SIZE,
             "td_count": model.descriptors,
         }
         if weights:
-            bundle["weights"] = base64.b64encode(weights).decode()
+            bundle["weights_b64"] = base64.b64encode(weights).decode()
         write_atomic(folder / "bundle.json", (json.dumps(bundle, indent=1) + "\n").encode())
     return outputs_of(name, model, root)

@@ -53,6 +53,7 @@ def test_sample_header_matches_readme(anec_samples: Path, name: str) -> None:
     )
     assert (h.src_count, h.dst_count) == (src, dst)
     assert f.tiles == {slot: units * 16384 for slot, units in tiles.items()}
+    assert f.chain is not None
     assert (f.chain.td_count, f.chain.tsk_size) == (td_count, tsk)
 
 

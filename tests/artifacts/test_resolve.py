@@ -2,42 +2,28 @@
 
 from __future__ import annotations
 
-import base64
-import json
 import os
 from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from ane_build import _fs
-from ane_build.artifacts.resolve import (
-    DISCOVERY_MAX_DEPTH,
-    ArtifactSpec,
-    discover_candidates,
-    load_bundle,
-    resolve_artifacts,
-)
-from ane_build.errors import AneError, ArtifactError, DescriptorChainError
+from ane_build.artifacts import ArtifactSpec, discover_candidates, resolve_artifacts
+from ane_build.artifacts.discover import DISCOVERY_MAX_DEPTH
+from ane_build.errors import ArtifactError, DescriptorChainError
 from ane_build.formats.anec import read_anec
-from tests.helpers import M1_TD_SIZE, make_anec_bytes, make_chain, write
+from tests.helpers import M1_TD_SIZE, b64, make_anec_bytes, make_chain, seed_bundle, write
 
 TWO = make_chain((M1_TD_SIZE, M1_TD_SIZE))  # 0x574 bytes, second descriptor at 0x300
 ONE = make_chain()
 WEIGHTS = bytes(range(256)) * 4
 
 
-def b64(data: bytes) -> str:
-    return base64.b64encode(data).decode()
-
-
 def bundle(path: Path, **fields: Any) -> Path:
-    doc = {"microcode": b64(TWO)}
-    doc.update(fields)
-    return write(path, json.dumps(doc).encode())
+    weights = fields.pop("weights", None)
+    return seed_bundle(path, TWO, weights, **fields)
 
 
 def resolve(tmp_path: Path, **spec: Any) -> Any:
@@ -51,7 +37,7 @@ def test_bundle_with_descriptor_object(tmp_path: Path) -> None:
     tds = TWO[:M1_TD_SIZE] + TWO[0x300:]
     bundle(
         tmp_path / "out" / "bundle.json",
-        weights=b64(WEIGHTS),
+        weights=WEIGHTS,
         tile_descriptors={"b64": b64(tds), "entry_size": M1_TD_SIZE, "count": 2},
         toolchain="anecc 1.0",
     )
@@ -74,8 +60,8 @@ def test_bundle_folder_without_descriptors_infers_from_microcode(tmp_path: Path)
     assert art.inputs == (tmp_path / "relu" / "bundle.json",)
 
 
-def test_bundle_descriptor_string_chain_gives_params(tmp_path: Path) -> None:
-    bundle(tmp_path / "bundle.json", tile_descriptors=b64(TWO))
+def test_bundle_descriptor_chain_gives_params(tmp_path: Path) -> None:
+    bundle(tmp_path / "bundle.json", tile_descriptors={"b64": b64(TWO)})
     art = resolve(tmp_path, bundle="bundle.json")
     assert (art.td_size, art.td_count) == (M1_TD_SIZE, 2)
     assert any(
@@ -88,111 +74,6 @@ def test_toolchain_argument_overrides_bundle(tmp_path: Path) -> None:
     spec = ArtifactSpec(bundle=Path("bundle.json"))
     art = resolve_artifacts(spec, base_dir=tmp_path, toolchain="from caller")
     assert art.toolchain == "from caller"
-
-
-def test_bundle_urlsafe_and_whitespace_base64(tmp_path: Path) -> None:
-    data = bytes([0xFB, 0xFF, 0xBF]) * 20  # encodes with '+' and '/' in standard base64
-    text = base64.urlsafe_b64encode(data).decode()
-    bundle(tmp_path / "bundle.json", weights=text[:10] + "\n  " + text[10:])
-    art = resolve(tmp_path, bundle="bundle.json")
-    assert art.weights.read() == data
-
-
-@pytest.mark.parametrize(
-    ("fields", "pattern"),
-    [
-        ({"microcode": 123}, r"field 'microcode' must be a base64 string, found integer"),
-        ({"weights": [1, 2]}, r"field 'weights' must be a base64 string, found array"),
-        ({"tile_descriptors": 5}, r"field 'tile_descriptors' must be a base64 string or an obj"),
-        ({"tile_descriptors": {"b64": True}}, r"'tile_descriptors\.b64' must be .* found boolean"),
-        ({"tile_descriptors": {"entry_size": 4}}, r"'tile_descriptors' has no 'b64' key"),
-        ({"td_size": "628"}, r"field 'td_size' must be a positive integer, found string"),
-        ({"td_count": True}, r"field 'td_count' must be a positive integer, found boolean"),
-        ({"td_count": 1.5}, r"field 'td_count' must be a positive integer, found number"),
-        ({"td_count": 0}, r"field 'td_count' must be a positive integer, found 0"),
-        ({"toolchain": {}}, r"field 'toolchain' must be a string, found object"),
-        ({"microcode": "not base64!"}, r"field 'microcode' is not valid base64"),
-        ({"weights": "abc"}, r"field 'weights' is not valid base64"),
-        ({"microcode": ""}, r"field 'microcode' is empty"),
-        ({"microcode": None}, r"missing field 'microcode'"),
-        (
-            {"td_size": 628, "tile_descriptors": {"b64": "", "entry_size": 600}},
-            r"field 'td_size' is 628 but 'tile_descriptors\.entry_size' is 600",
-        ),
-    ],
-)
-def test_bundle_field_errors(tmp_path: Path, fields: dict[str, Any], pattern: str) -> None:
-    path = bundle(tmp_path / "bundle.json", **fields)
-    with pytest.raises(ArtifactError, match=pattern) as info:
-        load_bundle(path)
-    assert str(path) in str(info.value)
-
-
-def test_bundle_not_json_or_not_object(tmp_path: Path) -> None:
-    bad = write(tmp_path / "a" / "bundle.json", b"{not json")
-    with pytest.raises(ArtifactError, match=r"a/bundle\.json: invalid JSON"):
-        load_bundle(bad)
-    arr = write(tmp_path / "b" / "bundle.json", b"[1, 2]")
-    with pytest.raises(ArtifactError, match=r"top level must be a JSON object, found array"):
-        load_bundle(arr)
-    binary = write(tmp_path / "c" / "bundle.json", b"\xff\xfe\x00garbage")
-    with pytest.raises(ArtifactError, match=r"invalid JSON"):
-        load_bundle(binary)
-    with pytest.raises(ArtifactError, match=r"folder has no bundle\.json"):
-        load_bundle(tmp_path)
-
-
-JSON = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
-    lambda inner: (
-        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
-    ),
-    max_leaves=12,
-)
-KEYS = ["microcode", "weights", "tile_descriptors", "td_size", "td_count", "toolchain"]
-B64ISH = st.one_of(
-    st.binary(max_size=64).map(b64),
-    st.text(alphabet="ABCD+/-_= \n", max_size=12),
-    st.builds(
-        lambda d, s, c: {"b64": b64(d), "entry_size": s, "count": c},
-        st.binary(max_size=8),
-        JSON,
-        JSON,
-    ),
-)
-PROPS = settings(
-    max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
-)
-
-
-@PROPS
-@given(doc=st.one_of(JSON, st.dictionaries(st.sampled_from(KEYS), st.one_of(JSON, B64ISH))))
-def test_random_json_bundles_only_raise_ane_errors(tmp_path: Path, doc: Any) -> None:
-    path = write(tmp_path / "bundle.json", json.dumps(doc).encode())
-    try:
-        b = load_bundle(path)
-    except AneError:
-        return
-    assert isinstance(b.microcode, bytes) and b.microcode
-    assert b.td_size is None or b.td_size > 0
-
-
-@PROPS
-@given(raw=st.binary(max_size=200))
-def test_random_bytes_bundles_only_raise_ane_errors(tmp_path: Path, raw: bytes) -> None:
-    path = write(tmp_path / "bundle.json", raw)
-    try:
-        load_bundle(path)
-    except AneError:
-        pass
-    else:
-        assert json.loads(raw)["microcode"]
-
-
-def test_deeply_nested_json_bundle(tmp_path: Path) -> None:
-    path = write(tmp_path / "bundle.json", b"[" * 100000 + b"]" * 100000)
-    with pytest.raises(ArtifactError, match="invalid JSON"):
-        load_bundle(path)
 
 
 # --- explicit paths and descriptor inference ------------------------------------------------
@@ -289,12 +170,83 @@ def test_bundle_value_contradicting_chain(tmp_path: Path) -> None:
     assert "td_count is 5" in text and "chain gives 2" in text and "bundle bundle.json" in text
 
 
-def test_explicit_microcode_wins_over_bundle(tmp_path: Path) -> None:
-    bundle(tmp_path / "bundle.json", weights=b64(WEIGHTS))
+def test_microcode_given_twice_is_an_error_naming_both(tmp_path: Path) -> None:
+    bundle(tmp_path / "bundle.json", weights=WEIGHTS)
     write(tmp_path / "one.tsk", ONE)
-    art = resolve(tmp_path, bundle="bundle.json", microcode="one.tsk")
+    with pytest.raises(ArtifactError) as info:
+        resolve(tmp_path, bundle="bundle.json", microcode="one.tsk")
+    text = str(info.value)
+    assert "microcode is given twice: one.tsk (--microcode FILE" in text
+    assert "the bundle bundle.json" in text and "--override NAME" in text
+
+
+def test_declared_override_replaces_the_bundles_payload(tmp_path: Path) -> None:
+    bundle(tmp_path / "bundle.json", weights=WEIGHTS)
+    write(tmp_path / "one.tsk", ONE)
+    art = resolve(tmp_path, bundle="bundle.json", microcode="one.tsk", overrides=["microcode"])
     assert art.microcode.read() == ONE and art.weights.read() == WEIGHTS
     assert art.td_count == 1
+    assert "microcode from one.tsk overrides the bundle's" in art.notes
+
+
+def test_anec_plus_weights_file_needs_an_override(tmp_path: Path) -> None:
+    write(tmp_path / "m.anec", make_anec_bytes(ONE, WEIGHTS))
+    write(tmp_path / "w.bin", WEIGHTS[::-1])
+    with pytest.raises(ArtifactError, match=r"weights is given twice: w\.bin .*file m\.anec"):
+        resolve(tmp_path, anec="m.anec", weights="w.bin")
+    art = resolve(tmp_path, anec="m.anec", weights="w.bin", overrides=["weights"])
+    assert art.weights.read() == WEIGHTS[::-1] and art.microcode.read() == ONE
+
+
+def test_weights_file_beside_an_anec_without_weights_is_no_conflict(tmp_path: Path) -> None:
+    write(tmp_path / "m.anec", make_anec_bytes(ONE))
+    write(tmp_path / "w.bin", WEIGHTS)
+    art = resolve(tmp_path, anec="m.anec", weights="w.bin")
+    assert art.weights.read() == WEIGHTS
+
+
+def test_override_without_its_file_is_an_error(tmp_path: Path) -> None:
+    bundle(tmp_path / "bundle.json")
+    with pytest.raises(ArtifactError, match=r"names weights, but no weights file is given"):
+        resolve(tmp_path, bundle="bundle.json", overrides=["weights"])
+
+
+def test_skip_validation_keeps_a_chain_this_tool_does_not_understand(tmp_path: Path) -> None:
+    odd = TWO + b"\x01"  # data after the end-of-network descriptor
+    write(tmp_path / "m.tsk", odd)
+    with pytest.raises(DescriptorChainError, match=r"--skip-validation skips this check"):
+        resolve(tmp_path, microcode="m.tsk", td_size=M1_TD_SIZE, td_count=2)
+    art = resolve(tmp_path, microcode="m.tsk", td_size=M1_TD_SIZE, td_count=7, skip_validation=True)
+    assert (art.td_size, art.td_count) == (M1_TD_SIZE, 7) and art.microcode.read() == odd
+    assert any("not checked (skip_validation)" in n for n in art.notes)
+
+
+def test_skip_validation_reads_an_anec_whose_header_disagrees_with_its_chain(
+    tmp_path: Path,
+) -> None:
+    write(tmp_path / "m.anec", make_anec_bytes(TWO, td_count=5))
+    with pytest.raises(DescriptorChainError):
+        resolve(tmp_path, anec="m.anec")
+    art = resolve(tmp_path, anec="m.anec", skip_validation=True)
+    assert art.td_count == 5
+
+
+def test_io_table_from_the_spec_or_the_bundle(tmp_path: Path) -> None:
+    io = {"4": {"role": "output", "name": "y", "c": 3}, "5": {"role": "input", "c": 3, "w": 40}}
+    bundle(tmp_path / "bundle.json", io=io)
+    art = resolve(tmp_path, bundle="bundle.json")
+    assert [(s, v.role, v.name, v.w, v.row_stride) for s, v in art.io.items()] == [
+        (4, "output", "y", 1, 64),
+        (5, "input", None, 40, 128),
+    ]
+    assert art.tiles == {4: 16384, 5: 16384}
+    write(tmp_path / "m.tsk", TWO)
+    spec_io = {6: {"role": "input", "c": 2, "h": 3, "w": 4, "plane_stride": 4096}}
+    art = resolve(tmp_path, microcode="m.tsk", io=spec_io)
+    assert art.io[6].plane_stride == 4096 and art.tiles == {6: 16384}
+    art = resolve(tmp_path, bundle="bundle.json", io=spec_io)
+    assert sorted(art.io) == [6]
+    assert any("replace the bundle's" in n for n in art.notes)
 
 
 # --- .anec -----------------------------------------------------------------------------------
@@ -374,6 +326,27 @@ def test_discovery_nothing_found(tmp_path: Path) -> None:
     assert "--microcode FILE" in text and "artifacts.microcode" in text
 
 
+@pytest.mark.parametrize(
+    ("microcode", "weights", "descriptors"),
+    [
+        ("m.tsk.bin", "m.aneweights", "m.tds"),
+        ("m.microcode.bin", "m.aneweights.bin", "m.ane.td"),
+        ("m.tsk.bin", "m.aneweights", "m.tile_descriptors.bin"),
+        ("m.tsk", "m.weights", "m.tiledesc.bin"),
+    ],
+)
+def test_discovery_finds_the_seeds_suffixes(
+    tmp_path: Path, microcode: str, weights: str, descriptors: str
+) -> None:
+    write(tmp_path / "out" / microcode, TWO)
+    write(tmp_path / "out" / weights, WEIGHTS)
+    write(tmp_path / "out" / descriptors, TWO)
+    art = resolve(tmp_path, root="out")
+    assert art.microcode.read() == TWO and art.weights.read() == WEIGHTS
+    assert art.tile_descriptors.read() == TWO
+    assert f"discovered microcode: out/{microcode}" in art.notes
+
+
 def test_discovery_two_microcode_candidates(tmp_path: Path) -> None:
     write(tmp_path / "out" / "a" / "model.tsk", TWO)
     write(tmp_path / "out" / "b" / "model.microcode", TWO)
@@ -409,7 +382,7 @@ def test_discovery_two_weights_candidates(tmp_path: Path) -> None:
 
 
 def test_discovered_bundle_is_used(tmp_path: Path) -> None:
-    bundle(tmp_path / "out" / "relu" / "bundle.json", weights=b64(WEIGHTS))
+    bundle(tmp_path / "out" / "relu" / "bundle.json", weights=WEIGHTS)
     write(tmp_path / "out" / "relu" / "stray_weights.bin", b"other")
     art = resolve(tmp_path, root="out")
     assert art.notes[0] == "discovered bundle: out/relu/bundle.json"
@@ -494,7 +467,7 @@ def test_escape_with_dotdot(tmp_path: Path) -> None:
 
 def test_escape_with_symlink(tmp_path: Path) -> None:
     project = tmp_path / "project"
-    write(tmp_path / "elsewhere" / "bundle.json", json.dumps({"microcode": b64(TWO)}).encode())
+    seed_bundle(tmp_path / "elsewhere" / "bundle.json", TWO)
     project.mkdir()
     (project / "link").symlink_to(tmp_path / "elsewhere")
     spec = ArtifactSpec(bundle=Path("link"))
@@ -507,9 +480,9 @@ def test_escape_with_symlink(tmp_path: Path) -> None:
 
 
 def test_microcode_too_large_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from ane_build.artifacts import resolve as artifacts
+    from ane_build.artifacts import descriptors
 
-    monkeypatch.setattr(artifacts, "MAX_CHAIN_BYTES", 1000)
+    monkeypatch.setattr(descriptors, "MAX_CHAIN_BYTES", 1000)
     write(tmp_path / "big.tsk", TWO)
     with pytest.raises(ArtifactError, match=r"big\.tsk is 1396 bytes, more than any descriptor"):
         resolve(tmp_path, microcode="big.tsk")
@@ -541,6 +514,9 @@ def test_spec_model() -> None:
         "td_size",
         "td_count",
         "anec_payload_offset",
+        "overrides",
+        "skip_validation",
+        "io",
     }
 
 
