@@ -13,15 +13,18 @@ from .inputs import (
     save_arrays,
     to_engine,
 )
+from .model import ModelCheck, check_model
 from .reference import Reference, reference_outputs
 
 __all__ = [
     "DEFAULT_TOLERANCE",
     "CheckReport",
+    "ModelCheck",
     "OutputReport",
     "Reference",
     "TensorSpec",
     "Tolerance",
+    "check_model",
     "compare",
     "graph_io",
     "load_arrays",
