@@ -13,7 +13,7 @@ import json
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, get_args, get_origin
 
 from pydantic import BaseModel, ValidationError
 
@@ -118,11 +118,17 @@ def _describe(err: Any, model: type[BaseModel], syntax: Syntax) -> str:
 def unknown_key(loc: Iterable[str | int], model: type[BaseModel]) -> str:
     """Name the allowed keys at ``loc`` (the path of the unknown one) and the closest match."""
     parts = list(loc)
+    keyed = False  # the part before named a table of models: this part is its key
     for part in parts[:-1]:
+        if keyed:
+            keyed = False
+            continue
         if not isinstance(part, str):
             break
         info = model.model_fields.get(part)
         sub = info.annotation if info is not None else None
+        if get_origin(sub) is dict and get_args(sub):
+            sub, keyed = get_args(sub)[-1], True
         if isinstance(sub, type) and issubclass(sub, BaseModel):
             model = sub
     allowed = sorted(info.alias or name for name, info in model.model_fields.items())

@@ -1,7 +1,8 @@
-"""Deploy one container: verify it, submit it to a device, and record what happened.
+"""Deploy one container: verify it, submit it to a device, check its numbers, record it all.
 
 Used by the deploy and smoke tasks. It must not decide what to rebuild and must not print; the
-record it writes is the only file it touches (atomically).
+record it writes is the only file it touches (atomically), besides the reference cache the check
+may fill.
 """
 
 from __future__ import annotations
@@ -9,13 +10,17 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 from ._fs import write_atomic
+from .check.compare import DEFAULT_TOLERANCE, CheckReport, Tolerance
 from .container import verify_container
 from .driver.backend import Backend
 from .driver.device import ANEDevice, open_device
+from .errors import AneError
 from .run import SubmitMode, submit_onnx_model
 from .synthetic.chains import is_synthetic
 
@@ -23,8 +28,35 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
+class CheckSettings:
+    """How a deploy checks the program's outputs against its source graph (see `check_model`).
+
+    Attributes:
+        source: The source ONNX graph the reference runs.
+        data: Test inputs (folder, ``.npz``, ``.npy`` or ``.pb``); seeded random values for the
+            inputs it lacks.
+        seed: Seed of the random inputs.
+        tolerance: The pass rule of every output without an override.
+        per_output: Overrides by output name.
+        cache_dir: Where reference outputs are cached.
+    """
+
+    source: Path
+    data: Path | None = None
+    seed: int = 0
+    tolerance: Tolerance = DEFAULT_TOLERANCE
+    per_output: Mapping[str, Tolerance] = field(default_factory=dict)
+    cache_dir: Path | None = None
+
+
+@dataclass(frozen=True)
 class DeployRecord:
-    """The outcome of one deploy, as written to ``build/deploy/<model>.json``."""
+    """The outcome of one deploy, as written to ``build/deploy/<model>.json``.
+
+    ``check`` is `CheckReport.to_json` of the check (``null`` when none ran) and ``check_note``
+    says why none ran (no I/O map, or not asked for); ``report`` is the check's report itself
+    (not written).
+    """
 
     model: str
     container: str
@@ -38,10 +70,20 @@ class DeployRecord:
     submit_ms: float
     timestamp: float
     summary: str
+    check: dict[str, Any] | None = None
+    check_note: str | None = None
+    check_ms: float | None = None
+    report: CheckReport | None = field(default=None, compare=False, repr=False)
 
     def to_json(self) -> str:
         """Stable, pretty JSON."""
-        return json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"
+        data = {k: v for k, v in asdict(self).items() if k != "report"}
+        return json.dumps(data, indent=2, sort_keys=True) + "\n"
+
+    @property
+    def check_passed(self) -> bool | None:
+        """The check's verdict; None when no check ran."""
+        return None if self.check is None else bool(self.check.get("passed"))
 
 
 def deploy_container(
@@ -53,8 +95,13 @@ def deploy_container(
     mode: SubmitMode = "onnx",
     record: Path | None = None,
     backend: Backend | None = None,
+    check: CheckSettings | None = None,
 ) -> DeployRecord:
-    """Verify ``container`` and submit it once; write the record when ``record`` is given.
+    """Verify ``container``, submit it once and check it; write the record when asked.
+
+    The check runs when ``check`` is given and the container has an I/O map (``ane.io``): the
+    program runs on the same device with the check's inputs, and its outputs are compared with
+    the source graph's. A failed check is a result, not an error: the record keeps its metrics.
 
     Args:
         name: The model's name, for the record.
@@ -64,27 +111,34 @@ def deploy_container(
         mode: How to submit (see `submit_onnx_model`).
         record: Where to write the JSON record, if anywhere.
         backend: The syscall backend ``device_spec`` is opened through (see `open_device`).
+        check: How to check the outputs; None: no check.
+
+    Returns:
+        The record (``record.report`` is the check's report, None when no check ran).
 
     Raises:
         VerificationError: The container fails verification (nothing is submitted).
-        AneError: Opening the device or the submit failed.
+        AneError: Opening the device, the submit or the check's run failed.
     """
     report = verify_container(container)
     report.raise_for_failure()
+    meta = report.metadata
     owned = device is None
     dev = open_device(device_spec, backend=backend) if device is None else device
-    if not dev.is_simulated and report.metadata and is_synthetic(report.metadata.toolchain):
+    if not dev.is_simulated and meta and is_synthetic(meta.toolchain):
         # Pseudo-random descriptor bodies are no program for a real engine.
         log.warning("%s: synthetic container (not real ANE code): using the simulator", name)
         if owned:
             dev.close()
         dev, owned = open_device("sim"), True
+    checked = _Checked(None, "not asked for", None)
     try:
-        result = submit_onnx_model(dev, container, report.metadata, mode=mode)
+        result = submit_onnx_model(dev, container, meta, mode=mode)
+        if check is not None:
+            checked = _check(dev, container, bool(meta and meta.io), check)
     finally:
         if owned:
             dev.close()
-    meta = report.metadata
     rec = DeployRecord(
         model=name,
         container=str(container),
@@ -98,7 +152,47 @@ def deploy_container(
         submit_ms=round(result.elapsed * 1e3, 3),
         timestamp=time.time(),
         summary=result.describe(),
+        check=checked.report.to_json() if checked.report is not None else None,
+        check_note=checked.note,
+        check_ms=checked.ms,
+        report=checked.report,
     )
     if record is not None:
         write_atomic(record, rec.to_json().encode())
     return rec
+
+
+@dataclass(frozen=True)
+class _Checked:
+    """A check's report, or why there is none, and how long it took (ms)."""
+
+    report: CheckReport | None
+    note: str | None
+    ms: float | None
+
+
+def _check(device: ANEDevice, container: Path, has_io: bool, settings: CheckSettings) -> _Checked:
+    """The check of a submitted container (none without an I/O map, said so).
+
+    Raises:
+        AneError: The program or the reference could not be run.
+    """
+    from .check import check_model
+
+    if not has_io:
+        return _Checked(None, "cannot run or check: no ane.io", None)
+    start = time.perf_counter()
+    try:
+        measured = check_model(
+            device,
+            container,
+            source=settings.source,
+            data=settings.data,
+            seed=settings.seed,
+            tolerance=settings.tolerance,
+            per_output=settings.per_output,
+            cache_dir=settings.cache_dir,
+        )
+    except AneError as exc:
+        raise type(exc)(f"check: {exc}") from exc
+    return _Checked(measured.report, None, round((time.perf_counter() - start) * 1e3, 3))

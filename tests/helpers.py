@@ -7,7 +7,10 @@ import contextlib
 import hashlib
 import json
 import os
+import shutil
 import sqlite3
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -201,6 +204,36 @@ def make_project(root: Path, models: int = 6, weights: int = 2 << 20) -> list[st
     (root / "dodo.py").write_text("from ane_build.dodo import *  # noqa: F403\n")
     generate_all(root)
     return names
+
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLE_MODELS = ["add", "concat", "relu", "sigmoid"]
+EXAMPLE_COMPILER = REPO / "tools" / "example_compiler.py"
+
+
+def example_project(root: Path, *, generate: bool = True) -> Path:
+    """A copy of the repository's example project (configs, sources, the example compiler)."""
+    root.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(REPO / "configs", root / "configs")
+    shutil.copy(REPO / "synthetic.toml", root / "synthetic.toml")
+    shutil.copy(REPO / "dodo.py", root / "dodo.py")
+    (root / "tools").mkdir()
+    shutil.copy(EXAMPLE_COMPILER, root / "tools" / EXAMPLE_COMPILER.name)
+    if generate:
+        generate_all(root)
+    return root
+
+
+def doit_cli(root: Path, *args: str, env: Mapping[str, str] | None = None) -> Any:
+    """``python -m doit ARGS`` in ``root`` (a separate process, as a user runs it)."""
+    return subprocess.run(
+        [sys.executable, "-m", "doit", *args],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT * 2,
+        env=None if env is None else {**os.environ, **env},
+    )
 
 
 def set_toolchain(root: Path, toolchain: str) -> None:

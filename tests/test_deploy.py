@@ -6,13 +6,13 @@ from pathlib import Path
 import pytest
 
 from ane_build.container.writer import embed_ane_metadata
-from ane_build.deploy import deploy_container
+from ane_build.deploy import CheckSettings, deploy_container
 from ane_build.driver.device import ANEDevice
 from ane_build.driver.simulator import SimulatedKernel
 from ane_build.errors import VerificationError
 from ane_build.formats.payload import PayloadRef
 from ane_build.synthetic.chains import SYNTHETIC_MARK, make_chain
-from tests.helpers import relu_model
+from tests.helpers import graph_model, io_slots, relu_model, synthetic_container
 
 
 class FakeHardware:
@@ -90,3 +90,49 @@ def test_unverifiable_container_is_not_submitted(tmp_path: Path) -> None:
         with pytest.raises(VerificationError):
             deploy_container("m", bad, device=dev)
         assert dev.kernel is not None and dev.kernel.counters["DRM_IOCTL_ANE_SUBMIT"] == 0
+
+
+def checked_container(tmp_path: Path) -> tuple[Path, Path]:
+    source = graph_model(tmp_path / "relu.onnx", [("Relu", "y")], (1, 64, 1, 1))
+    out = synthetic_container(
+        source, tmp_path / "relu_ane.onnx", io_slots(["x"], ["y"], (1, 64, 1, 1))
+    )
+    return source, out
+
+
+def test_a_deploy_with_an_io_map_is_checked(tmp_path: Path) -> None:
+    source, out = checked_container(tmp_path)
+    record = tmp_path / "deploy" / "relu.json"
+    settings = CheckSettings(source=source, seed=3, cache_dir=tmp_path / "ref")
+    with ANEDevice.simulated() as dev:
+        rec = deploy_container("relu", out, device=dev, record=record, check=settings)
+    assert rec.report is not None and rec.report.passed and rec.check_passed is True
+    data = json.loads(record.read_text())
+    assert data["check"] == rec.report.to_json() and data["check_note"] is None
+    assert data["check"]["outputs"][0]["name"] == "y" and data["check_ms"] > 0
+    assert "report" not in data
+    assert list((tmp_path / "ref").glob("*.npz"))  # the reference is cached
+
+
+def test_a_failed_check_is_recorded_not_raised(tmp_path: Path) -> None:
+    source, out = checked_container(tmp_path)
+    record = tmp_path / "deploy" / "relu.json"
+    with ANEDevice.simulated(output_faults=("scale",)) as dev:
+        rec = deploy_container(
+            "relu", out, device=dev, record=record, check=CheckSettings(source=source)
+        )
+    assert rec.check_passed is False and rec.report is not None
+    worst = rec.report.worst
+    assert worst is not None and worst.name == "y" and not worst.passed
+    assert json.loads(record.read_text())["check"]["passed"] is False
+
+
+def test_no_io_map_means_no_check_and_says_so(tmp_path: Path) -> None:
+    path = container(tmp_path, "anecc")
+    with ANEDevice.simulated() as dev:
+        rec = deploy_container(
+            "m", path, device=dev, check=CheckSettings(source=tmp_path / "m.onnx")
+        )
+        plain = deploy_container("m", path, device=dev)
+    assert rec.check is None and rec.check_note == "cannot run or check: no ane.io"
+    assert plain.check is None and plain.check_note == "not asked for"

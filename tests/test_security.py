@@ -266,16 +266,17 @@ def test_doit_actions_are_python_callables_never_command_strings(
     try:
         generated = [
             *tasks.gen_example(),
+            *tasks.gen_compile(),
             *tasks.gen_convert(),
             *tasks.gen_verify(),
             *tasks.gen_deploy(),
-            tasks.gen_summary(),
+            tasks.gen_orphans(),
             tasks.gen_smoke(),
         ]
     finally:
         set_context(None)
     actions = [action for task in generated for action in task.get("actions") or ()]
-    assert len(actions) >= 5  # convert, verify, deploy, summary, smoke
+    assert len(actions) >= 4  # convert, verify, deploy, smoke
     for action in actions:
         func = action[0] if isinstance(action, tuple) else action
         assert callable(func) and not isinstance(func, str | bytes | list), action

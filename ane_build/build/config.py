@@ -8,16 +8,38 @@ it must not read files, import doit or watchdog.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    WithJsonSchema,
+)
 
 from ..artifacts import ArtifactSpec
+from ..check.compare import DEFAULT_TOLERANCE
 from ..driver.device import DEVICE_SPEC_HELP, SIM_SPECS, check_device_spec
 from ..errors import InvalidArgumentError
+from .placeholders import PATH_PLACEHOLDERS, RUN_PLACEHOLDERS, check_template
 
-__all__ = ["DeployConfig", "ModelConfig", "config_schema", "schema_text"]
+__all__ = [
+    "CheckConfig",
+    "CompileConfig",
+    "DeployConfig",
+    "ModelConfig",
+    "OutputTolerance",
+    "config_schema",
+    "schema_text",
+]
+
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+DEFAULT_COMPILE_OUTPUTS = "build/compiled/{name}"
+DEFAULT_COMPILE_TIMEOUT_S = 600.0
 
 
 def _check_device(value: str) -> str:
@@ -48,6 +70,130 @@ DeviceSpec = Annotated[
     ),
 ]
 FilePath = Annotated[Path, AfterValidator(_check_path_not_empty)]
+
+
+def _argv(value: object) -> object:
+    if isinstance(value, str):
+        raise ValueError(
+            'must be an array of arguments, e.g. ["anecc", "{source}", "-o", "{out}"]; a '
+            "command is never a shell string"
+        )
+    # Strict validation wants a tuple once a validator has seen the JSON array.
+    return tuple(value) if isinstance(value, list) else value
+
+
+def _tuple(value: object) -> object:
+    return tuple(value) if isinstance(value, list) else value
+
+
+def _check_command(value: tuple[str, ...]) -> tuple[str, ...]:
+    if not value[0]:
+        raise ValueError("the program (the first argument) must not be empty")
+    for arg in value:
+        check_template(arg, RUN_PLACEHOLDERS)
+    return value
+
+
+def _check_path_template(value: str) -> str:
+    if value.strip() in ("", "."):
+        raise ValueError("must be a path, not empty")
+    return check_template(value, PATH_PLACEHOLDERS)
+
+
+def _check_env(value: dict[str, str]) -> dict[str, str]:
+    for name, text in value.items():
+        if not _ENV_NAME.fullmatch(name):
+            raise ValueError(f"{name!r} is not a variable name (letters, digits and '_')")
+        check_template(text, RUN_PLACEHOLDERS)
+    return value
+
+
+PathTemplate = Annotated[str, AfterValidator(_check_path_template)]
+Command = Annotated[tuple[str, ...], BeforeValidator(_argv), AfterValidator(_check_command)]
+Tol = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+
+
+class CompileConfig(BaseModel):
+    """How the model's compiler runs before the container is built (the ``[compile]`` table)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: bool = Field(default=True, description="false: no compile step for this model.")
+    command: Command = Field(
+        min_length=1,
+        description=(
+            "The compiler's command line as an array (never a shell string), run in the project "
+            "root. Placeholders: {source} (the source model), {out} (the folder to write), "
+            "{name}, {root} (the project root), {tool} (the tool file), {python} (the Python "
+            "running the build)."
+        ),
+    )
+    tool: PathTemplate | None = Field(
+        default=None,
+        description=(
+            "The compiler executable (or script); its content digest is an input of every model "
+            "that uses it, so rebuilding the compiler recompiles them. May lie outside the "
+            "project. Placeholders: {name}, {root}."
+        ),
+    )
+    inputs: Annotated[tuple[PathTemplate, ...], BeforeValidator(_tuple)] = Field(
+        default=(),
+        description="Extra files the compiler reads: paths or globs (** for any depth).",
+    )
+    outputs: PathTemplate = Field(
+        default=DEFAULT_COMPILE_OUTPUTS,
+        description=(
+            "The folder the compiler writes ({out} points at a fresh folder that replaces this "
+            "one after a successful run); the model's artefact root unless [artifacts] says "
+            "otherwise."
+        ),
+    )
+    timeout_s: float = Field(
+        default=DEFAULT_COMPILE_TIMEOUT_S,
+        gt=0,
+        allow_inf_nan=False,
+        description="Seconds before the compiler is stopped and the compile fails.",
+    )
+    env: Annotated[dict[str, str], AfterValidator(_check_env)] = Field(
+        default_factory=dict,
+        description=(
+            "Variables set for the compiler (on top of the build's environment), as literal "
+            "strings with the command's placeholders; no shell expansion."
+        ),
+    )
+
+
+class OutputTolerance(BaseModel):
+    """A tolerance override for one output (``[check.outputs.NAME]``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    atol: Tol | None = Field(default=None, description="Absolute tolerance of this output.")
+    rtol: Tol | None = Field(default=None, description="Relative tolerance of this output.")
+
+
+class CheckConfig(BaseModel):
+    """How a deployed program is checked against its source graph (the ``[check]`` table)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: bool = Field(
+        default=True,
+        description="Check every deploy whose container has an I/O map (ane.io).",
+    )
+    data: FilePath | None = Field(
+        default=None,
+        description=(
+            "Test inputs: an ONNX test data folder, .npz, .npy or .pb; inputs it lacks are "
+            "seeded random values."
+        ),
+    )
+    seed: int = Field(default=0, ge=0, description="Seed of the random inputs.")
+    atol: Tol = Field(default=DEFAULT_TOLERANCE.atol, description="Absolute tolerance.")
+    rtol: Tol = Field(default=DEFAULT_TOLERANCE.rtol, description="Relative tolerance.")
+    outputs: dict[str, OutputTolerance] = Field(
+        default_factory=dict, description="Per-output overrides, by output name."
+    )
 
 
 class DeployConfig(BaseModel):
@@ -110,6 +256,13 @@ class ModelConfig(BaseModel):
     )
     deploy: DeployConfig = Field(
         default_factory=DeployConfig, description="How the container is deployed."
+    )
+    compile: CompileConfig | None = Field(
+        default=None, description="The compiler run that produces the artefacts (optional)."
+    )
+    check: CheckConfig = Field(
+        default_factory=CheckConfig,
+        description="The numeric check of every deploy against the source graph.",
     )
 
 

@@ -9,10 +9,17 @@ from __future__ import annotations
 import atexit
 import logging
 import os
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .layout import DIGESTS_FILE, RECORDS_DIR, STATE_DIR, find_project_root
+from .layout import (
+    DIGESTS_FILE,
+    OUTCOMES_DIR,
+    RECORDS_DIR,
+    STATE_DIR,
+    find_project_root,
+)
 from .state import DigestCache, FileState, RecordStore
 from .taskgraph import ModelNode, TaskGraph, load_graph
 
@@ -30,12 +37,16 @@ class BuildContext:
         state = root / STATE_DIR
         self._cache: DigestCache | None = None
         self.records = RecordStore(state / RECORDS_DIR)
+        self.outcomes = RecordStore(state / OUTCOMES_DIR)
         self._graph: TaskGraph | None = None
         # Input states captured right before an action ran; `FingerprintChecker.get_state`
         # stores these, so a file rewritten during the build is seen as changed next time.
         self.snapshots: dict[str, FileState] = {}
-        self.built: dict[str, list[str]] = {"convert": [], "deploy": []}
         self._project: Project | None = None
+        # One id per doit run, shared by its worker processes (they fork from the one that
+        # loaded the tasks): the outcomes a run wrote are those carrying its id.
+        self.run_id = f"{time.time_ns():x}-{os.getpid()}"
+        self.started = time.time()
 
     @classmethod
     def load(cls, start: Path | None = None) -> BuildContext:
@@ -45,6 +56,11 @@ class BuildContext:
             ConfigError: No project there, or an invalid config.
         """
         return cls(find_project_root(start or Path.cwd()))
+
+    @property
+    def forced(self) -> bool:
+        """Whether this run executes tasks even when up to date (``doit -a``)."""
+        return _always
 
     @property
     def cache(self) -> DigestCache:
@@ -60,11 +76,14 @@ class BuildContext:
 
     @property
     def project(self) -> Project:
-        """The fully validated project (parsed on first use: only actions need it)."""
+        """The project as loaded (parsed on first use: only actions need it).
+
+        Broken configs do not stop it loading: they are in `Project.broken`.
+        """
         if self._project is None:
             from .project import load_project
 
-            self._project = load_project(self.root)
+            self._project = load_project(self.root, strict=False)
         return self._project
 
     @property
@@ -107,6 +126,17 @@ class BuildContext:
 
 
 _context: BuildContext | None = None
+_always = False
+
+
+def set_always(always: bool) -> None:
+    """Say that this doit run executes tasks even when up to date (``doit -a``).
+
+    Set by the ``run`` command before tasks load; an action then rebuilds even what its build
+    record shows current, since that is what was asked.
+    """
+    global _always
+    _always = always
 
 
 def context() -> BuildContext:

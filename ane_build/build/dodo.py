@@ -7,35 +7,30 @@ Thin on purpose: each task generator defers to `ane_build.build.tasks`. Loading 
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any
 
-from doit import create_after
 from doit.exceptions import InvalidDodoFile
 
 from ..errors import AneError
 from . import tasks
 from .checker import FingerprintChecker
 from .context import BuildContext, context
+from .layout import DOIT_DB, STATE_DIR
+from .reporter import DEFAULT_TASKS, BuildReporter
 from .state import hold_project_lock
 
 DOIT_CONFIG: dict[str, Any] = {
-    "default_tasks": ["example", "convert", "verify", "deploy", "summary"],
-    "dep_file": ".ane_build/doit.sqlite",
+    "default_tasks": list(DEFAULT_TASKS),
+    "dep_file": f"{STATE_DIR}/{DOIT_DB}",
     "backend": "ane-sqlite",
     "check_file_uptodate": FingerprintChecker,
     "action_string_formatting": "new",
+    # Keep going: a failing model does not stop the others; the summary lists every failure.
+    "continue": True,
+    "reporter": BuildReporter,
 }
-
-
-_F = TypeVar("_F", bound=Callable[..., Any])
-
-
-def _after(task: str) -> Callable[[_F], _F]:
-    """Typed `doit.create_after`: create the decorated tasks once ``task`` has run."""
-    decorate: Callable[[_F], _F] = create_after(executed=task)
-    return decorate
 
 
 _previous_hook = sys.excepthook
@@ -80,43 +75,47 @@ def _graph() -> BuildContext:
     return ctx
 
 
+# Every task is created up front from one task graph (no task is created after another ran:
+# with keep-going, a failed step would otherwise stop every later step of every model). Steps
+# are ordered by their files: a step's output is the next one's file dependency.
+
+
 def task_example() -> Iterator[dict[str, Any]]:
     """Generate synthetic example inputs (only in projects with a synthetic.toml)."""
     _context()
     yield from tasks.gen_example()
 
 
-# Created after `example` ran: the task graph must see the files it generates, or a fresh
-# project would build from a graph without its artefacts and rebuild on the next run. Each step
-# waits for the one before, which also makes `doit verify` or `doit smoke` build what they need.
-@_after("example")
+def task_compile() -> Iterator[dict[str, Any]]:
+    """Run each model's compiler (models with a [compile] table)."""
+    _graph()
+    yield from tasks.gen_compile()
+
+
 def task_convert() -> Iterator[dict[str, Any]]:
     """Build _ane.onnx containers from compiler artefacts."""
     _graph()
     yield from tasks.gen_convert()
 
 
-@_after("convert")
 def task_verify() -> Iterator[dict[str, Any]]:
     """Check every container against the kernel's rules."""
     _graph()
     yield from tasks.gen_verify()
 
 
-@_after("verify")
 def task_deploy() -> Iterator[dict[str, Any]]:
-    """Verify and submit every container (hardware, else the simulator)."""
+    """Submit every container (hardware, else the simulator) and check its numbers."""
     _graph()
     yield from tasks.gen_deploy()
 
 
-def task_summary() -> dict[str, Any]:
-    """Print what this run built and deployed."""
-    _context()
-    return tasks.gen_summary()
+def task_orphans() -> dict[str, Any]:
+    """Outputs of removed or renamed configs (``doit clean`` removes them)."""
+    _graph()
+    return tasks.gen_orphans()
 
 
-@_after("verify")
 def task_smoke() -> dict[str, Any]:
     """CI smoke test on real ANE hardware."""
     _graph()
@@ -125,10 +124,11 @@ def task_smoke() -> dict[str, Any]:
 
 __all__ = [
     "DOIT_CONFIG",
+    "task_compile",
     "task_convert",
     "task_deploy",
     "task_example",
+    "task_orphans",
     "task_smoke",
-    "task_summary",
     "task_verify",
 ]

@@ -6,10 +6,12 @@ One home for every project path rule; this module only stats folders.
 from __future__ import annotations
 
 import os
+from functools import cache
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from ..errors import ConfigError
-from ..synthetic.example import SYNTHETIC_FILE
+from ..synthetic import SYNTHETIC_FILE
 
 CONFIG_DIR = "configs"
 DEFAULTS_FILE = "defaults.toml"
@@ -18,24 +20,50 @@ STATE_DIR = ".ane_build"
 GRAPH_FILE = "graph.json"
 DIGESTS_FILE = "digests.json"
 RECORDS_DIR = "records"
+OUTCOMES_DIR = "outcomes"
+COMPILED_DIR = "compiled"
+REFERENCE_DIR = "reference"
+NOOP_FILE = "noop.json"
+DOIT_DB = "doit.sqlite"
 LOCK_FILE = "lock"
 DEPLOY_DIR = "build/deploy"
+LOGS_DIR = "build/logs"
+REPORT_FILE = "build/report.json"
 SMOKE_XML = "build/smoke.xml"
+DODO_FILE = "dodo.py"
 
 __all__ = [
+    "COMPILED_DIR",
     "CONFIG_DIR",
     "DEFAULTS_FILE",
     "DEPLOY_DIR",
     "DIGESTS_FILE",
+    "DODO_FILE",
+    "DOIT_DB",
     "GRAPH_FILE",
     "LOCK_FILE",
+    "LOGS_DIR",
+    "NOOP_FILE",
+    "OUTCOMES_DIR",
     "RECORDS_DIR",
+    "REFERENCE_DIR",
+    "REPORT_FILE",
     "SCHEMA_FILE",
     "SMOKE_XML",
     "STATE_DIR",
     "SYNTHETIC_FILE",
+    "build_version",
     "find_project_root",
 ]
+
+
+@cache
+def build_version() -> str:
+    """The installed ane_build version: every build record holds it, and a change rebuilds."""
+    try:
+        return version("ane-build")
+    except PackageNotFoundError:  # a source tree that was never installed
+        return "0+unknown"
 
 
 def find_project_root(start: Path) -> Path:

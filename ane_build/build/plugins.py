@@ -7,9 +7,12 @@ The ``why`` and ``watch`` doit commands live with the command line (`ane_build.c
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 from doit.dependency import SqliteDB
+
+from .noop import invalidate
 
 # doit's `save_success` writes a task's state key by key and writes "deps:" last; "ignore:" is
 # written on its own by `doit ignore`. A commit on these keys stores each task's state whole.
@@ -34,9 +37,19 @@ class WriteThroughSqliteDB(SqliteDB):  # type: ignore[misc]
         self._conn.execute("pragma journal_mode=wal")
         self._conn.execute("pragma synchronous=normal")
         self._conn.execute("pragma busy_timeout=60000")
+        # The state lives in <project>/.ane_build/, beside the no-op stamp.
+        self._project = Path(os.path.abspath(name)).parent.parent
+        self._stamp_valid = True
+
+    def _changed(self) -> None:
+        """Note that doit's state changes: the no-op stamp no longer describes it."""
+        if self._stamp_valid:
+            invalidate(self._project)
+            self._stamp_valid = False
 
     def set(self, task_id: str, dependency: str, value: Any) -> None:
         """Store; commit when the task's state is complete."""
+        self._changed()
         super().set(task_id, dependency, value)
         if dependency not in _COMMIT_KEYS:
             return
@@ -49,5 +62,12 @@ class WriteThroughSqliteDB(SqliteDB):  # type: ignore[misc]
 
     def remove(self, task_id: str) -> None:
         """Remove and commit."""
+        self._changed()
         super().remove(task_id)
+        self._conn.commit()
+
+    def remove_all(self) -> None:
+        """Remove everything and commit."""
+        self._changed()
+        super().remove_all()
         self._conn.commit()

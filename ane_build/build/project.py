@@ -10,10 +10,8 @@ says so) and only touches the file system to read the TOML files and to resolve 
 from __future__ import annotations
 
 import datetime as dt
-import errno
 import json
 import math
-import os
 import re
 import tomllib
 from collections.abc import Iterable, Mapping
@@ -28,8 +26,11 @@ from pydantic import BaseModel
 from .. import _validation as v
 from ..artifacts import ArtifactSpec
 from ..errors import ConfigError
+from .compilespec import CompileSpec, resolve_compile
 from .config import ModelConfig
+from .crosscheck import check_project
 from .layout import CONFIG_DIR, DEFAULTS_FILE
+from .paths import SymlinkLoopError, display, locate, resolve_dir
 
 __all__ = ["ModelSpec", "Project", "SettingValue", "load_project"]
 
@@ -52,8 +53,11 @@ class ModelSpec:
         config: The validated configuration (defaults merged in).
         source: Absolute path of the source ONNX model.
         output: Absolute path of the container to write.
-        artifacts: The artefact spec with every path field made absolute.
+        artifacts: The artefact spec with every path field made absolute (the compile step's
+            outputs folder is the root when ``[artifacts]`` names no path).
         root: The project root, for display.
+        compile: The compile step, None when the model has none.
+        check_data: Absolute path of ``[check] data``, or None.
     """
 
     name: str
@@ -63,10 +67,12 @@ class ModelSpec:
     output: Path
     artifacts: ArtifactSpec
     root: Path
+    compile: CompileSpec | None = None
+    check_data: Path | None = None
 
     def rel(self, path: Path) -> str:
         """``path`` relative to the project root when inside it (POSIX), else absolute."""
-        return _display(path, self.root)
+        return display(path, self.root)
 
     def artifact_paths(self) -> dict[str, Path]:
         """The explicitly configured artefact paths, keyed by field name (``root``, ``anec``...)."""
@@ -117,11 +123,14 @@ class Project:
         root: The project root (absolute, symlinks resolved).
         models: Model name to spec, sorted by name.
         defaults_path: ``configs/defaults.toml`` when present.
+        broken: Models whose config has problems (left out of ``models``), with their problems
+            one line each; only a project loaded with ``strict=False`` has any.
     """
 
     root: Path
     models: dict[str, ModelSpec] = field(hash=False)
     defaults_path: Path | None = None
+    broken: dict[str, tuple[str, ...]] = field(default_factory=dict, hash=False)
 
     @property
     def config_dir(self) -> Path:
@@ -135,24 +144,28 @@ class Project:
         return (*files, self.defaults_path) if self.defaults_path else files
 
 
-def load_project(root: Path) -> Project:
+def load_project(root: Path, *, strict: bool = True) -> Project:
     """Load and validate every ``configs/*.toml`` of the project at ``root``.
 
     Args:
         root: The project root (the folder holding ``configs/``).
+        strict: Raise on any problem. Otherwise models with problems are left out and listed
+            in `Project.broken` with their problems (a problem of the shared defaults breaks
+            every model), so the others can still be built.
 
     Returns:
         The project, models sorted by name.
 
     Raises:
-        ConfigError: Anything is wrong; the message lists every problem, one per line, each
-            naming the file (relative to the root), the dotted key and the offending value.
+        ConfigError: There is no ``configs/`` folder or (strict only) anything is wrong; the
+            message lists every problem, one per line, each naming the file (relative to the
+            root), the dotted key and the offending value.
     """
-    root = _resolve_dir(Path(root))
+    root = resolve_dir(Path(root))
     config_dir = root / CONFIG_DIR
     if not config_dir.is_dir():
         raise ConfigError(f"{root}: no {CONFIG_DIR}/ folder (expected {config_dir})")
-    problems: list[str] = []
+    problems = _Problems()
 
     defaults_file = config_dir / DEFAULTS_FILE
     defaults_path = defaults_file if defaults_file.is_file() else None
@@ -162,34 +175,67 @@ def load_project(root: Path) -> Project:
         _check_defaults(defaults, defaults_path, root, problems)
 
     files = _model_files(config_dir, root, problems)
-    configs: dict[str, tuple[Path, ModelConfig]] = {}
+    models: dict[str, ModelSpec] = {}
     for name, path in files.items():
+        problems.current = name
         data = _read_toml(path, root, problems)
-        if data is None:
-            continue
-        config = _validate(name, path, data, defaults_path, defaults, root, problems)
-        if config is not None:
-            configs[name] = (path, config)
+        config = None
+        if data is not None:
+            config = _validate(name, path, data, defaults_path, defaults, root, problems)
+        spec = _make_spec(name, path, config, root, problems) if config is not None else None
+        if spec is not None:
+            models[name] = spec
+    problems.current = None
     if defaults_path is not None and not files:
         # With no model to merge into, defaults errors would otherwise go unreported.
         _validate("", defaults_path, {}, defaults_path, defaults, root, problems)
+    check_project(models, root, problems.add)
 
-    models: dict[str, ModelSpec] = {}
-    for name, (path, config) in sorted(configs.items()):
-        spec = _make_spec(name, path, config, root, problems)
-        if spec is not None:
-            models[name] = spec
-    _check_project(models, root, problems)
+    if problems.lines and strict:
+        raise ConfigError("\n".join(dict.fromkeys(problems.lines)))
+    broken = problems.broken(files)
+    models = {name: spec for name, spec in models.items() if name not in broken}
+    return Project(root=root, models=models, defaults_path=defaults_path, broken=broken)
 
-    if problems:
-        raise ConfigError("\n".join(dict.fromkeys(problems)))
-    return Project(root=root, models=models, defaults_path=defaults_path)
+
+class _Problems:
+    """Problem lines in the order found, each also filed under the model(s) it concerns.
+
+    `append` files a line under ``current`` (the model being loaded), or as a problem of the
+    whole project when no model is being loaded; `add` names the models explicitly.
+    """
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        self.general: list[str] = []
+        self.by_model: dict[str, list[str]] = {}
+        self.current: str | None = None
+
+    def append(self, line: str) -> None:
+        self.add([self.current] if self.current is not None else [], line)
+
+    def add(self, models: Iterable[str], line: str) -> None:
+        self.lines.append(line)
+        names = list(models)
+        if not names:
+            self.general.append(line)
+        for name in names:
+            self.by_model.setdefault(name, []).append(line)
+
+    def broken(self, names: Iterable[str]) -> dict[str, tuple[str, ...]]:
+        """Model name -> its problems (the project's own first), for models with any."""
+        out = {}
+        for name in sorted(set(names) | set(self.by_model)):
+            lines = self.general + self.by_model.get(name, [])
+            if lines:
+                out[name] = tuple(dict.fromkeys(lines))
+        return out
 
 
 # --- loading -------------------------------------------------------------------------------
 
 
-def _model_files(config_dir: Path, root: Path, problems: list[str]) -> dict[str, Path]:
+def _model_files(config_dir: Path, root: Path, problems: _Problems) -> dict[str, Path]:
     """Model name to config file, after checking names and case-insensitive clashes."""
     by_folded: dict[str, list[Path]] = {}
     for path in sorted(config_dir.iterdir()):
@@ -199,31 +245,35 @@ def _model_files(config_dir: Path, root: Path, problems: list[str]) -> dict[str,
         if not path.is_file():
             continue
         name = path.stem
-        rel = _display(path, root)
+        rel = display(path, root)
         if not _NAME_RE.fullmatch(name):
-            problems.append(
-                f"{rel}: invalid model name {name!r}: use only letters, digits, '_', '.' and '-'"
+            problems.add(
+                [name],
+                f"{rel}: invalid model name {name!r}: use only letters, digits, '_', '.' and '-'",
             )
             continue
         if name.lower() == DEFAULTS_FILE.removesuffix(".toml"):
-            problems.append(f"{rel}: {name!r} is reserved; shared defaults go in {DEFAULTS_FILE}")
+            problems.add(
+                [name], f"{rel}: {name!r} is reserved; shared defaults go in {DEFAULTS_FILE}"
+            )
             continue
         by_folded.setdefault(name.lower(), []).append(path)
     files: dict[str, Path] = {}
     for paths in by_folded.values():
         if len(paths) > 1:
-            names = ", ".join(_display(p, root) for p in paths)
-            problems.append(
+            names = ", ".join(display(p, root) for p in paths)
+            problems.add(
+                [p.stem for p in paths],
                 f"{names}: model names differ only in case; rename one (they would collide on "
-                "case-insensitive file systems and in build outputs)"
+                "case-insensitive file systems and in build outputs)",
             )
             continue
         files[paths[0].stem] = paths[0]
     return dict(sorted(files.items()))
 
 
-def _read_toml(path: Path, root: Path, problems: list[str]) -> dict[str, Any] | None:
-    rel = _display(path, root)
+def _read_toml(path: Path, root: Path, problems: _Problems) -> dict[str, Any] | None:
+    rel = display(path, root)
     try:
         with open(path, "rb") as f:
             return tomllib.load(f)
@@ -248,8 +298,8 @@ def _toml_error(exc: tomllib.TOMLDecodeError) -> str:
     return f"invalid TOML: {v.lower_first(text)}"
 
 
-def _check_defaults(defaults: dict[str, Any], path: Path, root: Path, problems: list[str]) -> None:
-    rel = _display(path, root)
+def _check_defaults(defaults: dict[str, Any], path: Path, root: Path, problems: _Problems) -> None:
+    rel = display(path, root)
     for key in _DEFAULTS_FORBIDDEN:
         if key in defaults:
             problems.append(
@@ -278,7 +328,7 @@ def _validate(
     defaults_path: Path | None,
     defaults: dict[str, Any],
     root: Path,
-    problems: list[str],
+    problems: _Problems,
 ) -> ModelConfig | None:
     """Validate one model (defaults merged under it); report problems against the right file."""
     merged = _merge(defaults, data)
@@ -295,7 +345,7 @@ def _validate(
     for loc, value in _find_datetimes(merged):
         bad_locs.add(loc)
         problems.append(
-            f"{_display(origin(loc), root)}: {v.dotted(loc)}: must not be a TOML date or time "
+            f"{display(origin(loc), root)}: {v.dotted(loc)}: must not be a TOML date or time "
             f"(got {v.show(value)})"
         )
     try:
@@ -310,7 +360,7 @@ def _validate(
         for loc, message in v.problems(exc, merged, ModelConfig, v.TOML):
             if any(loc[: len(bad)] == bad for bad in bad_locs):
                 continue
-            rel = _display(origin(loc), root)
+            rel = display(origin(loc), root)
             problems.append(f"{rel}: {v.dotted(loc) or '(top level)'}: {message}")
         return None
     return None if placeholder or bad_locs else config
@@ -339,20 +389,20 @@ def _has_path(data: Any, loc: tuple[str | int, ...]) -> bool:
     return bool(loc)
 
 
-# --- resolution and project checks ---------------------------------------------------------
+# --- resolution ----------------------------------------------------------------------------
 
 
 def _make_spec(
-    name: str, path: Path, config: ModelConfig, root: Path, problems: list[str]
+    name: str, path: Path, config: ModelConfig, root: Path, problems: _Problems
 ) -> ModelSpec | None:
-    rel = _display(path, root)
+    rel = display(path, root)
     resolvable = True
 
     def place(key: str, raw: Path) -> Path | None:
         nonlocal resolvable
         try:
-            where, real = _locate(raw, root)
-        except _SymlinkLoopError:
+            where, real = locate(raw, root)
+        except SymlinkLoopError:
             problems.append(f"{rel}: {key}: symlink loop while resolving (got {v.show(str(raw))})")
             resolvable = False
             return None
@@ -373,6 +423,15 @@ def _make_spec(
             where = place(f"artifacts.{key}", raw)
             if where is not None:
                 updates[key] = where
+    compile_spec = None
+    if config.compile is not None and config.compile.enabled:
+        # The tool and the compiler's own inputs are only read, and compilers are often built
+        # outside the project: they may lie anywhere. The folder it writes may not.
+        compile_spec = resolve_compile(name, config.compile, root)
+        place("compile.outputs", compile_spec.outputs)
+        if not updates:
+            updates["root"] = compile_spec.outputs
+    check_data = place("check.data", config.check.data) if config.check.data else None
     # Paths outside the root are reported but still checked against the other models, so one
     # run lists every problem; only an unresolvable path (symlink loop) drops the model.
     if not resolvable or source is None or output is None:
@@ -385,79 +444,9 @@ def _make_spec(
         output=output,
         artifacts=config.artifacts.model_copy(update=updates),
         root=root,
+        compile=compile_spec,
+        check_data=check_data,
     )
-
-
-def _check_project(models: Mapping[str, ModelSpec], root: Path, problems: list[str]) -> None:
-    """Checks across models: clashing outputs, outputs over inputs, outputs in configs/."""
-    config_dir = root / CONFIG_DIR
-    readers: dict[Path, list[tuple[ModelSpec, str]]] = {}  # real path -> (model, key) reading it
-    for spec in models.values():
-        keyed = {"source": spec.source}
-        keyed.update({f"artifacts.{k}": p for k, p in spec.artifact_paths().items()})
-        for key, path in keyed.items():
-            readers.setdefault(_real(path), []).append((spec, key))
-
-    writers: dict[Path, list[ModelSpec]] = {}
-    for spec in models.values():
-        real = _real(spec.output)
-        writers.setdefault(real, []).append(spec)
-        rel = _display(spec.config_path, root)
-        shown = spec.rel(spec.output)
-        if real.is_relative_to(config_dir):
-            problems.append(
-                f"{rel}: output: {shown} is inside {CONFIG_DIR}/; outputs must go elsewhere "
-                f"(e.g. build/{spec.name}_ane.onnx)"
-            )
-        for reader, key in readers.get(real, []):
-            what = (
-                f"this model's {key}"
-                if reader is spec
-                else f"the {key} of model {reader.name!r} ({_display(reader.config_path, root)})"
-            )
-            problems.append(f"{rel}: output: {shown} is also {what}; it would be overwritten")
-    for real, specs in writers.items():
-        if len(specs) > 1:
-            names = ", ".join(_display(s.config_path, root) for s in specs)
-            problems.append(
-                f"{names}: output: these models all write {_display(real, root)}; give each its "
-                "own output"
-            )
-
-
-class _SymlinkLoopError(Exception):
-    pass
-
-
-def _locate(raw: Path, root: Path) -> tuple[Path, Path]:
-    """The absolute path to use and its symlink-resolved form (for containment checks).
-
-    Raises:
-        _SymlinkLoopError: Resolution runs into a symlink loop.
-    """
-    joined = raw if raw.is_absolute() else root / raw
-    real = _real(joined)
-    # Lexically collapsing ".." is wrong after a symlink; fall back to the real path then.
-    return (real if ".." in joined.parts else joined), real
-
-
-def _real(path: Path) -> Path:
-    try:
-        real = Path(os.path.realpath(path))
-        os.stat(real)
-    except RuntimeError as exc:
-        raise _SymlinkLoopError(str(exc)) from exc
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            raise _SymlinkLoopError(str(exc)) from exc
-    return real
-
-
-def _resolve_dir(path: Path) -> Path:
-    try:
-        return _real(path.absolute())
-    except _SymlinkLoopError as exc:
-        raise ConfigError(f"{path}: symlink loop while resolving the project folder") from exc
 
 
 # --- formatting ----------------------------------------------------------------------------
@@ -468,7 +457,7 @@ def _flatten(prefix: str, value: Any, root: Path, out: dict[str, SettingValue]) 
         for key in type(value).model_fields:
             _flatten(f"{prefix}.{key}", getattr(value, key), root, out)
     elif isinstance(value, Path):
-        out[prefix] = _display(value, root)
+        out[prefix] = display(value, root)
     elif value is None or isinstance(value, str | int | bool):
         out[prefix] = value
     elif isinstance(value, float):
@@ -479,7 +468,3 @@ def _flatten(prefix: str, value: Any, root: Path, out: dict[str, SettingValue]) 
 
 def _in_section(key: str, section: str) -> bool:
     return key == section or key.startswith(section + ".")
-
-
-def _display(path: Path, root: Path) -> str:
-    return path.relative_to(root).as_posix() if path.is_relative_to(root) else str(path)

@@ -8,15 +8,20 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import threading
 import time
 from pathlib import Path
 
 from .context import BuildContext, set_context
-from .layout import CONFIG_DIR, DEPLOY_DIR, DIGESTS_FILE, STATE_DIR
+from .layout import CONFIG_DIR, DEPLOY_DIR, DIGESTS_FILE, LOGS_DIR, REPORT_FILE, STATE_DIR
 from .state import DigestCache, project_lock
 from .taskgraph import TaskGraph, load_graph
 
 log = logging.getLogger(__name__)
+
+# Watch builds run steps in threads: compilers (separate processes) overlap, and nothing is
+# pickled or forked from a long-lived process.
+WATCH_JOBS = ("-n", str(max(2, os.cpu_count() or 1)), "-P", "thread")
 
 
 def run_doit(root: Path, args: list[str], ctx: BuildContext | None = None) -> int:
@@ -48,8 +53,95 @@ def run_doit(root: Path, args: list[str], ctx: BuildContext | None = None) -> in
             set_context(None)
 
 
-def watch_project(root: Path, *, poll: bool = False, build_first: bool = True) -> bool:
-    """Rebuild (convert, verify, deploy) affected models whenever their inputs change.
+def _tasks_of(graph: TaskGraph, names: list[str]) -> list[str]:
+    """The doit tasks that rebuild ``names`` (a broken config has one: its report)."""
+    tasks = []
+    for name in names:
+        node = graph.models.get(name)
+        if node is None:
+            if name in graph.broken:
+                tasks.append(f"convert:{name}")
+            continue
+        steps = ("compile",) if node.compile_outputs is not None else ()
+        tasks += [f"{step}:{name}" for step in (*steps, "convert", "verify", "deploy")]
+    return tasks
+
+
+class _ProjectWatch:
+    """The project side of watch mode: what to watch, what to ignore, how to build."""
+
+    def __init__(self, root: Path) -> None:
+        from .regress import snapshot
+
+        self.root = root
+        # One graph load per refresh of the watch lists (the watcher asks for inputs, then roots).
+        self._graph: TaskGraph | None = None
+        self._before = snapshot(BuildContext(root))
+
+    def graph(self) -> TaskGraph:
+        return self._graph if self._graph is not None else self.refresh()
+
+    def refresh(self) -> TaskGraph:
+        cache = DigestCache(self.root / STATE_DIR / DIGESTS_FILE)
+        self._graph = load_graph(self.root, cache)
+        cache.save()
+        return self._graph
+
+    def inputs(self) -> dict[str, list[Path]]:
+        models = self.refresh().models.items()
+        return {
+            n: [Path(p) for p in (*m.inputs, *m.compile_inputs, *m.deploy_inputs)]
+            for n, m in models
+        }
+
+    def roots(self) -> dict[str, list[Path]]:
+        return {n: [Path(p) for p in m.roots] for n, m in self.graph().models.items()}
+
+    def ignore(self, path: Path) -> bool:
+        root = self.root
+        if any(path.is_relative_to(root / d) for d in (STATE_DIR, DEPLOY_DIR, LOGS_DIR)):
+            return True
+        if path == root / REPORT_FILE or path in self.graph().outputs:
+            return True
+        models = self.graph().models.values()
+        return any(path.is_relative_to(m.compile_outputs) for m in models if m.compile_outputs)
+
+    def build(self, models: frozenset[str] | None) -> object:
+        """Build ``models`` (None: all), then print the regression table of those built."""
+        from .regress import regression_table, snapshot
+
+        graph = self.graph()
+        names = graph.names if models is None else sorted(models & set(graph.names))
+        args = [] if models is None else _tasks_of(graph, names)
+        started = time.monotonic()
+        code = run_doit(self.root, [*WATCH_JOBS, *args]) if args or models is None else 0
+        took = time.monotonic() - started
+        what = "all models" if models is None else ", ".join(names) or "nothing"
+        log.info("watch: built %s in %.2f s (%s)", what, took, "ok" if code == 0 else "FAILED")
+        after = snapshot(BuildContext(self.root))
+        for line in regression_table(self._before, after, names):
+            print(line, flush=True)
+        self._before = after
+        return code
+
+
+def watch_project(
+    root: Path,
+    *,
+    poll: bool = False,
+    build_first: bool = True,
+    stop: threading.Event | None = None,
+) -> bool:
+    """Rebuild (compile, convert, verify, deploy) affected models whenever their inputs change.
+
+    After each build, prints a regression table: per model built, the compile's result, whether
+    the container changed, and the check's verdict and largest error against the cycle before.
+
+    Args:
+        root: The project root.
+        poll: Poll instead of inotify.
+        build_first: Build every model once at start.
+        stop: Set it (from another thread) to make watching end.
 
     Returns:
         True when Ctrl-C stopped it.
@@ -60,48 +152,13 @@ def watch_project(root: Path, *, poll: bool = False, build_first: bool = True) -
     from .watch import Watcher
 
     os.chdir(root)  # doit's state file is relative to the project root
-    state_dir = root / STATE_DIR
-    # One graph load per refresh of the watch lists (the watcher asks for inputs, then roots).
-    current: list[TaskGraph] = []
-
-    def graph() -> TaskGraph:
-        if not current:
-            refresh()
-        return current[0]
-
-    def refresh() -> TaskGraph:
-        cache = DigestCache(state_dir / DIGESTS_FILE)
-        current[:] = [load_graph(root, cache)]
-        cache.save()
-        return current[0]
-
-    def inputs() -> dict[str, list[Path]]:
-        return {n: [Path(p) for p in m.inputs] for n, m in refresh().models.items()}
-
-    def roots() -> dict[str, list[Path]]:
-        return {n: [Path(p) for p in m.roots] for n, m in graph().models.items()}
-
-    def ignore(path: Path) -> bool:
-        if path.is_relative_to(state_dir) or path.is_relative_to(root / DEPLOY_DIR):
-            return True
-        return path in graph().outputs
-
-    def build(models: frozenset[str] | None) -> object:
-        steps = ("convert", "verify", "deploy")
-        args = [] if models is None else [f"{s}:{m}" for m in sorted(models) for s in steps]
-        started = time.monotonic()
-        code = run_doit(root, args)
-        took = time.monotonic() - started
-        what = "all models" if models is None else ", ".join(sorted(models))
-        log.info("watch: built %s in %.2f s (%s)", what, took, "ok" if code == 0 else "FAILED")
-        return code
-
+    project = _ProjectWatch(root)
     return Watcher(
-        inputs=inputs,
-        build=build,
+        inputs=project.inputs,
+        build=project.build,
         config_dir=root / CONFIG_DIR,
-        roots=roots,
-        ignore=ignore,
+        roots=project.roots,
+        ignore=project.ignore,
         poll=poll,
         build_first=build_first,
-    ).run()
+    ).run(stop)

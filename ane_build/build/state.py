@@ -8,6 +8,7 @@ writes are atomic. This module must not import doit or watchdog.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import hashlib
@@ -23,7 +24,7 @@ from typing import Any
 
 from .._fs import write_atomic
 from ..errors import BuildError
-from .layout import LOCK_FILE, STATE_DIR
+from .layout import LOCK_FILE, OUTCOMES_DIR, RECORDS_DIR, STATE_DIR
 
 log = logging.getLogger(__name__)
 
@@ -128,13 +129,33 @@ class DigestCache:
         self._dirty = True
 
     def save(self) -> None:
-        """Write the cache if it changed (atomically; a lost save only costs a re-hash)."""
+        """Write the cache if it changed, merged with what other processes saved meanwhile.
+
+        Parallel build workers each learn digests; merging under a lock keeps all of them (a lost
+        entry would only cost a re-hash, but of a whole container). Atomic, like every write.
+        """
         if not self._dirty:
             return
-        live = {k: v for k, v in self._entries.items() if k.startswith("ext:") or _exists(k)}
-        write_atomic(self.path, json.dumps(live, separators=(",", ":")).encode())
+        with _locked(self.path.with_name(self.path.name + ".lock")):
+            saved = read_json(self.path)
+            merged = saved if isinstance(saved, dict) else {}
+            merged.update(self._entries)
+            live = {k: v for k, v in merged.items() if k.startswith("ext:") or _exists(k)}
+            write_atomic(self.path, json.dumps(live, separators=(",", ":")).encode())
         self._entries = live
         self._dirty = False
+
+
+@contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """An exclusive flock on ``path`` (created) for the block."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 def _exists(path: str) -> bool:
@@ -142,23 +163,68 @@ def _exists(path: str) -> bool:
 
 
 class RecordStore:
-    """One JSON record per model and step under ``.ane_build/records/``."""
+    """One JSON record per model and step, ``<folder>/<model>.<step>.json``.
+
+    Build records (``.ane_build/records/``) say what a step last built successfully; outcomes
+    (``.ane_build/outcomes/``) say how its last run went, failures included.
+    """
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
 
-    def _path(self, model: str, step: str) -> Path:
+    def path(self, model: str, step: str) -> Path:
+        """Where the record of ``step`` for ``model`` is kept."""
         return self.folder / f"{model}.{step}.json"
 
     def get(self, model: str, step: str) -> dict[str, Any] | None:
         """The last record of ``step`` for ``model``, or None."""
-        data = read_json(self._path(model, step))
+        data = read_json(self.path(model, step))
         return data if isinstance(data, dict) else None
 
     def put(self, model: str, step: str, record: dict[str, Any]) -> None:
         """Replace the record atomically."""
         body = json.dumps(record, indent=1, sort_keys=True) + "\n"
-        write_atomic(self._path(model, step), body.encode())
+        write_atomic(self.path(model, step), body.encode())
+
+    def delete(self, model: str, step: str | None = None) -> None:
+        """Remove one step's record, or every record of ``model`` when ``step`` is None."""
+        steps = [step] if step else [s for m, s in self.entries() if m == model]
+        for one in steps:
+            with contextlib.suppress(FileNotFoundError):
+                self.path(model, one).unlink()
+
+    def entries(self) -> list[tuple[str, str]]:
+        """Every (model, step) with a record, sorted."""
+        try:
+            names = os.listdir(self.folder)
+        except OSError:
+            return []
+        found = []
+        for name in names:
+            # Step names hold no dot, model names may: the step is the second-to-last part.
+            model, _, rest = name.removesuffix(".json").rpartition(".")
+            if name.endswith(".json") and not name.startswith(".") and model:
+                found.append((model, rest))
+        return sorted(found)
+
+
+def forget(root: Path, task_id: str | None) -> None:
+    """Drop our build records of a task doit forgets (``doit forget``); all of them for None.
+
+    Without its record a step cannot be "kept per its build record": it rebuilds, as asked.
+    """
+    stores = [
+        RecordStore(root / STATE_DIR / RECORDS_DIR),
+        RecordStore(root / STATE_DIR / OUTCOMES_DIR),
+    ]
+    for store in stores:
+        if task_id is None:
+            for model, step in store.entries():
+                store.delete(model, step)
+            continue
+        step, _, model = task_id.partition(":")
+        if model:
+            store.delete(model, step)
 
 
 _held: dict[Path, tuple[int, int]] = {}

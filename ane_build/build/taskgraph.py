@@ -1,35 +1,46 @@
 """The project's task graph (models, their inputs and settings), cached so a no-op build is cheap.
 
-Building the graph means parsing every config with pydantic and walking every artefact root; the
-cache in ``.ane_build/graph.json`` is reused while nothing it was built from changed, which is
-checked with ``stat`` calls only (configs, sources, and every folder discovery walked: adding or
-removing a file changes its folder's mtime). This module imports no pydantic model, doit or
-watchdog at module level; the slow path imports them when it runs.
+Building the graph means parsing every config with pydantic and walking every artefact root and
+input glob; the cache in ``.ane_build/graph.json`` is reused while nothing it was built from
+changed, which is checked with ``stat`` calls only (configs, sources, and every folder a walk or
+glob listed: adding or removing a file changes its folder's mtime). Models whose config is broken
+are kept aside with their problems, so the others still build. This module imports no pydantic
+model, doit or watchdog at module level; the slow path imports them when it runs.
 """
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import logging
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .._fs import write_atomic
-from ..errors import ConfigError
-from .layout import CONFIG_DIR, GRAPH_FILE, STATE_DIR, SYNTHETIC_FILE
+from .layout import (
+    COMPILED_DIR,
+    CONFIG_DIR,
+    GRAPH_FILE,
+    STATE_DIR,
+    SYNTHETIC_FILE,
+    build_version,
+)
 from .state import DigestCache, read_json
 
 if TYPE_CHECKING:
-    from .project import Project
+    from .project import ModelSpec, Project
 
 log = logging.getLogger(__name__)
 
-GRAPH_VERSION = 2
+GRAPH_VERSION = 3
 CONVERT_SECTIONS = ("source", "output", "toolchain", "allow_outside_root", "artifacts")
-DEPLOY_SECTIONS = ("deploy",)
+DEPLOY_SECTIONS = ("deploy", "check")
+COMPILE_SECTIONS = ("compile",)
+# Changing how long the compiler may run changes nothing it produces.
+_NOT_COMPILE_SETTINGS = ("compile.timeout_s",)
 
 
 def settings_digest(settings: dict[str, Any]) -> str:
@@ -42,8 +53,24 @@ def settings_digest(settings: dict[str, Any]) -> str:
 class ModelNode:
     """What the build system needs to know of one model, as plain data.
 
-    ``convert_digest`` and ``deploy_digest`` digest the two settings dicts (stored, not derived
-    on every up-to-date check).
+    ``*_digest`` digest the settings dicts (stored, not derived on every up-to-date check).
+    Compile fields are empty for a model without a compile step.
+
+    Attributes:
+        inputs: The files the container is built from (convert's file dependencies): the
+            source, its external data, the compile manifest and artefacts outside the compile
+            folder.
+        roots: Folders searched for artefacts (watched recursively); never a compile folder.
+        tool: The compiler executable, if configured.
+        compile_inputs: Files the compile reads that exist: the source, the tool, every match of
+            ``compile.inputs``.
+        compile_missing: Configured compile files (tool, plain inputs) that do not exist.
+        compile_outputs: The folder the compiler's output replaces.
+        manifest: The compile step's manifest (its target, a convert input).
+        data_files: The source's external data files.
+        data_locations: Their locations as the source names them (same order).
+        data_copies: (data file, its copy next to the output) when the output is elsewhere.
+        deploy_inputs: Files the deploy's check reads (``[check] data``).
     """
 
     name: str
@@ -58,19 +85,45 @@ class ModelNode:
     submit_mode: str
     convert_digest: str
     deploy_digest: str
+    tool: str | None = None
+    compile_inputs: tuple[str, ...] = ()
+    compile_missing: tuple[str, ...] = ()
+    compile_outputs: str | None = None
+    manifest: str | None = None
+    compile_settings: dict[str, Any] = field(default_factory=dict)
+    compile_digest: str = ""
+    data_files: tuple[str, ...] = ()
+    data_locations: tuple[str, ...] = ()
+    data_copies: tuple[tuple[str, str], ...] = ()
+    deploy_inputs: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
 class TaskGraph:
-    """Every model of a project, sorted by name."""
+    """Every model of a project, sorted by name, and the models whose config is broken.
+
+    ``watched`` maps what the graph was built from (configs, and every folder a walk or glob
+    listed) to its stamp then: while none of them changed, neither did the graph.
+    """
 
     root: Path
     models: dict[str, ModelNode]
+    broken: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    watched: dict[str, list[int] | None] = field(default_factory=dict)
+
+    def unchanged(self) -> bool:
+        """Whether everything the graph was built from is as it was then (stat calls only)."""
+        return _stamps_hold(self.watched)
 
     @property
     def outputs(self) -> frozenset[Path]:
         """Every model's container path."""
         return frozenset(Path(m.output) for m in self.models.values())
+
+    @property
+    def names(self) -> list[str]:
+        """Every model name, broken ones included, sorted."""
+        return sorted({*self.models, *self.broken})
 
 
 def _stamp(path: str) -> list[int] | None:
@@ -88,23 +141,39 @@ def _nearest_existing(path: Path) -> Path:
     return path
 
 
+def manifest_path(root: Path, name: str) -> Path:
+    """Where the compile step of ``name`` records what it produced."""
+    return root / STATE_DIR / COMPILED_DIR / f"{name}.json"
+
+
 def load_graph(root: Path, cache: DigestCache) -> TaskGraph:
     """The project's task graph: from the cache when still valid, else built and cached.
 
     Raises:
-        ConfigError: A config is invalid (only on the slow path, which reads them).
+        ConfigError: The project has no configs folder (only on the slow path, which reads
+            it); broken configs are in `TaskGraph.broken` instead.
     """
     path = root / STATE_DIR / GRAPH_FILE
     data = read_json(path)
-    if isinstance(data, dict) and data.get("version") == GRAPH_VERSION:
+    if (
+        isinstance(data, dict)
+        and data.get("version") == GRAPH_VERSION
+        and data.get("ane_build") == build_version()
+    ):
         watched = data.get("watched")
-        if isinstance(watched, dict) and _still_valid(root, watched):
+        if isinstance(watched, dict) and still_valid(root, watched):
             try:
-                return _from_json(root, data["models"])
+                return _from_json(root, data, dict(watched["stamps"]))
             except (KeyError, TypeError):
                 pass
     graph, watched = build_graph(root, cache)
-    body = {"version": GRAPH_VERSION, "watched": watched, "models": _to_json(graph)}
+    body = {
+        "version": GRAPH_VERSION,
+        "ane_build": build_version(),
+        "watched": watched,
+        "models": {name: asdict(node) for name, node in graph.models.items()},
+        "broken": graph.broken,
+    }
     try:
         write_atomic(path, json.dumps(body, separators=(",", ":")).encode())
     except OSError as exc:
@@ -112,14 +181,80 @@ def load_graph(root: Path, cache: DigestCache) -> TaskGraph:
     return graph
 
 
-def _still_valid(root: Path, watched: dict[str, Any]) -> bool:
+def still_valid(root: Path, watched: dict[str, Any]) -> bool:
+    """Whether nothing a graph was built from changed (stat calls only)."""
     listing = sorted(p.name for p in (root / CONFIG_DIR).glob("*.toml"))
     if listing != watched.get("configs"):
         return False
     stamps = watched.get("stamps")
-    if not isinstance(stamps, dict):
-        return False
-    return all(_stamp(p) == s for p, s in stamps.items())
+    return isinstance(stamps, dict) and _stamps_hold(stamps)
+
+
+def _stamps_hold(stamps: dict[str, Any]) -> bool:
+    return all(_stamp(path) == stamp for path, stamp in stamps.items())
+
+
+class _Walk:
+    """What one graph build looked at: stamps of files and folders, memoised graph facts."""
+
+    def __init__(self, root: Path, cache: DigestCache) -> None:
+        self.root = root
+        self.cache = cache
+        self.stamps: dict[str, list[int] | None] = {}
+
+    def watch(self, path: Path | str) -> None:
+        self.stamps[os.fspath(path)] = _stamp(os.fspath(path))
+
+    def external_data(self, source: Path) -> list[str]:
+        """The source's external data locations (memoised by its fingerprint)."""
+        from ..container import external_data_locations
+        from ..errors import AneError
+
+        self.watch(source)
+        try:
+            st = os.stat(source)
+        except OSError:
+            return []
+        key = f"ext:{source}"
+        locations = self.cache.memo(key, st)
+        if locations is None:
+            try:
+                locations = external_data_locations(source)
+            except AneError:
+                locations = []  # the convert step reports a broken source in full
+            self.cache.remember(key, st, locations)
+        return list(locations)
+
+    def discover(self, folder: Path) -> list[Path]:
+        """Artefact candidates under ``folder``; every folder walked is watched."""
+        from ..artifacts import discover_candidates
+        from ..errors import AneError
+
+        dirs: list[Path] = []
+        try:
+            candidates = discover_candidates(folder, visited=dirs)
+        except AneError:
+            self.watch(_nearest_existing(folder))
+            return []  # the convert step reports a missing root in full
+        for walked in dirs:
+            self.watch(walked)
+        return [p for paths in candidates.values() for p in paths]
+
+    def expand(self, pattern: str) -> list[str]:
+        """The files a compile input (a path or a glob) names; the folders listed are watched."""
+        from .compilespec import is_pattern, pattern_base
+
+        if not is_pattern(pattern):
+            self.watch(pattern)
+            return [pattern] if os.path.isfile(pattern) else []
+        parts = Path(pattern).parts
+        base = pattern_base(pattern)
+        self.watch(_nearest_existing(base))
+        for depth in range(len(base.parts), len(parts) - 1):
+            for folder in glob.glob(os.path.join(*parts[: depth + 1]), recursive=True):
+                if os.path.isdir(folder):
+                    self.watch(folder)
+        return sorted(p for p in glob.glob(pattern, recursive=True) if os.path.isfile(p))
 
 
 def build_graph(root: Path, cache: DigestCache) -> tuple[TaskGraph, dict[str, Any]]:
@@ -128,126 +263,199 @@ def build_graph(root: Path, cache: DigestCache) -> tuple[TaskGraph, dict[str, An
     Returns:
         The graph, and what must stay unchanged for it to remain valid.
     """
-    from ..artifacts import bundle_file, discover_candidates
-    from ..container import external_data_locations
-    from ..errors import AneError
     from .project import load_project
 
-    project = load_project(root)
-    stamps: dict[str, list[int] | None] = {}
-
-    def watch(path: Path) -> None:
-        stamps[os.fspath(path)] = _stamp(os.fspath(path))
-
-    watch(root / CONFIG_DIR)
+    project = load_project(root, strict=False)
+    walk = _Walk(root, cache)
+    walk.watch(root / CONFIG_DIR)
     for config_file in project.config_files:
-        watch(config_file)
-    watch(root / SYNTHETIC_FILE)
-    models: dict[str, ModelNode] = {}
-    data_files: dict[str, list[tuple[str, Path]]] = {}
-    for name, spec in project.models.items():
-        inputs: list[Path] = [spec.source]
-        watch(spec.source)
-        try:
-            st = os.stat(spec.source)
-        except OSError:
-            st = None
-        if st is not None:
-            key = f"ext:{spec.source}"
-            locations = cache.memo(key, st)
-            if locations is None:
-                try:
-                    locations = external_data_locations(spec.source)
-                except AneError:
-                    locations = []  # the convert step reports a broken source in full
-                cache.remember(key, st, locations)
-            data_files[name] = [(loc, spec.source.parent / loc) for loc in locations]
-            inputs += [path for _, path in data_files[name]]
-        roots: list[str] = []
-        for key, path in spec.artifact_paths().items():
-            if key == "root":
-                roots.append(os.fspath(path))
-                dirs: list[Path] = []
-                try:
-                    candidates = discover_candidates(path, visited=dirs)
-                except AneError:
-                    watch(_nearest_existing(path))
-                    continue  # the convert step reports a missing root in full
-                for folder in dirs:
-                    watch(folder)
-                inputs += [p for paths in candidates.values() for p in paths]
-            elif key == "bundle":
-                watch(path)
-                inputs.append(bundle_file(path))
-            else:
-                inputs.append(path)
-        convert = spec.settings(*CONVERT_SECTIONS)
-        deploy = spec.settings(*DEPLOY_SECTIONS)
-        models[name] = ModelNode(
-            name=name,
-            config=os.fspath(spec.config_path),
-            source=os.fspath(spec.source),
-            output=os.fspath(spec.output),
-            inputs=tuple(dict.fromkeys(os.fspath(p.absolute()) for p in inputs)),
-            roots=tuple(roots),
-            convert_settings=convert,
-            deploy_settings=deploy,
-            device=spec.config.deploy.device,
-            submit_mode=spec.config.deploy.submit_mode,
-            convert_digest=settings_digest(convert),
-            deploy_digest=settings_digest(deploy),
-        )
-    problems = _external_data_problems(project, data_files)
-    if problems:
-        raise ConfigError("\n".join(problems))
+        walk.watch(config_file)
+    for name in project.broken:
+        walk.watch(root / CONFIG_DIR / f"{name}.toml")
+    walk.watch(root / SYNTHETIC_FILE)
+    models = {name: _node(spec, walk) for name, spec in project.models.items()}
+    broken = dict(project.broken)
+    for name, problems in _external_data_problems(project, models).items():
+        broken[name] = (*broken.get(name, ()), *problems)
+        models.pop(name, None)
     watched = {
         "configs": sorted(p.name for p in (root / CONFIG_DIR).glob("*.toml")),
-        "stamps": stamps,
+        "stamps": walk.stamps,
     }
-    return TaskGraph(root, models), watched
+    graph = TaskGraph(root, models, dict(sorted(broken.items())), dict(walk.stamps))
+    return graph, watched
 
 
-def _external_data_problems(
-    project: Project, data_files: dict[str, list[tuple[str, Path]]]
-) -> list[str]:
-    """Problems with the source models' external data files, one line each, as config errors.
+def _node(spec: ModelSpec, walk: _Walk) -> ModelNode:
+    """One model's node: its inputs found, its settings flattened and digested."""
+    locations = walk.external_data(spec.source)
+    inputs: list[Path] = [spec.source, *(spec.source.parent / loc for loc in locations)]
+    compiled = spec.compile.outputs if spec.compile is not None else None
+    roots: list[str] = []
+    for key, path in spec.artifact_paths().items():
+        if compiled is not None and path.is_relative_to(compiled):
+            continue  # the compile manifest stands for everything in the compile folder
+        if key == "root":
+            roots.append(os.fspath(path))
+            inputs += walk.discover(path)
+        elif key == "bundle":
+            from ..artifacts import bundle_file
+
+            walk.watch(path)
+            inputs.append(bundle_file(path))
+        else:
+            inputs.append(path)
+    compile_fields = _compile_fields(spec, walk)
+    if compile_fields:
+        inputs.append(Path(compile_fields["manifest"]))
+    convert = spec.settings(*CONVERT_SECTIONS)
+    deploy = spec.settings(*DEPLOY_SECTIONS)
+    return ModelNode(
+        name=spec.name,
+        config=os.fspath(spec.config_path),
+        source=os.fspath(spec.source),
+        output=os.fspath(spec.output),
+        inputs=tuple(dict.fromkeys(os.fspath(p.absolute()) for p in inputs)),
+        roots=tuple(roots),
+        convert_settings=convert,
+        deploy_settings=deploy,
+        device=spec.config.deploy.device,
+        submit_mode=spec.config.deploy.submit_mode,
+        convert_digest=settings_digest(convert),
+        deploy_digest=settings_digest(deploy),
+        data_files=tuple(os.fspath(spec.source.parent / loc) for loc in locations),
+        data_locations=tuple(locations),
+        data_copies=_data_copies(spec, locations),
+        deploy_inputs=tuple(_check_files(spec, walk)),
+        **compile_fields,
+    )
+
+
+def _compile_fields(spec: ModelSpec, walk: _Walk) -> dict[str, Any]:
+    """The compile step's fields of a node (none without one)."""
+    if spec.compile is None:
+        return {}
+    files = [os.fspath(spec.source)]
+    missing = []
+    configured = [os.fspath(spec.compile.tool)] if spec.compile.tool else []
+    configured += spec.compile.inputs
+    for pattern in configured:
+        found = walk.expand(pattern)
+        files += found
+        if not found and not _is_pattern(pattern):
+            missing.append(pattern)
+    settings = {
+        k: v for k, v in spec.settings(*COMPILE_SECTIONS).items() if k not in _NOT_COMPILE_SETTINGS
+    }
+    settings["source"] = spec.rel(spec.source)
+    return {
+        "tool": os.fspath(spec.compile.tool) if spec.compile.tool else None,
+        "compile_inputs": tuple(dict.fromkeys(files)),
+        "compile_missing": tuple(missing),
+        "compile_outputs": os.fspath(spec.compile.outputs),
+        "manifest": os.fspath(manifest_path(spec.root, spec.name)),
+        "compile_settings": settings,
+        "compile_digest": settings_digest(settings),
+    }
+
+
+def _is_pattern(text: str) -> bool:
+    return glob.has_magic(text)
+
+
+def _check_files(spec: ModelSpec, walk: _Walk) -> list[str]:
+    """The files ``[check] data`` names: the file, or every file in the folder."""
+    if spec.check_data is None:
+        return []
+    walk.watch(spec.check_data)
+    if not spec.check_data.is_dir():
+        return [os.fspath(spec.check_data)] if spec.check_data.exists() else []
+    files = []
+    for folder, dirs, names in os.walk(spec.check_data):
+        walk.watch(folder)
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        files += [os.path.join(folder, n) for n in sorted(names) if not n.startswith(".")]
+    return files
+
+
+def _data_copies(spec: ModelSpec, locations: list[str]) -> tuple[tuple[str, str], ...]:
+    """(data file, its copy next to the output) for a source whose output is elsewhere.
+
+    Only locations inside the source's folder can be copied to the same place beside the
+    output; the writer refuses the others with the reason.
+    """
+    from ..container.external import safe_location
+
+    if not locations:
+        return ()
+    source_dir = os.path.realpath(spec.source.parent)
+    if source_dir == os.path.realpath(spec.output.parent):
+        return ()
+    return tuple(
+        (os.fspath(spec.source.parent / loc), os.fspath(spec.output.parent / loc))
+        for loc in locations
+        if safe_location(loc)
+    )
+
+
+def _external_data_problems(project: Project, models: dict[str, ModelNode]) -> dict[str, list[str]]:
+    """Problems with the source models' external data files, per model, one line each.
 
     Like every configured path, a data file must resolve (symlinks followed) inside the project
-    root unless the model's config sets ``allow_outside_root``; and no output may overwrite one.
+    root unless the model's config sets ``allow_outside_root``; no output may overwrite one, and
+    two models may copy data to the same place only when it is the same file.
     """
-    problems: list[str] = []
+    problems: dict[str, list[str]] = {}
     readers: dict[str, tuple[str, str]] = {}  # real path -> (model, location)
-    for name, files in data_files.items():
+    copies: dict[str, tuple[str, str]] = {}  # copy -> (model, real data file)
+    for name, node in models.items():
         spec = project.models[name]
-        for location, path in files:
-            real = os.path.realpath(path)
+        copied = dict(node.data_copies)
+        for data, location in zip(node.data_files, node.data_locations, strict=True):
+            copy = copied.get(data)
+            real = os.path.realpath(data)
             readers.setdefault(real, (name, location))
+            mine = problems.setdefault(name, [])
             if not spec.config.allow_outside_root and not Path(real).is_relative_to(project.root):
-                problems.append(
+                mine.append(
                     f"{spec.rel(spec.config_path)}: source: {spec.rel(spec.source)} keeps "
                     f"tensors in external data {location!r}, which resolves to {real}, outside "
                     f"the project root {project.root}; set allow_outside_root = true to allow it"
                 )
-    for spec in project.models.values():
+            if copy is not None:
+                other = copies.setdefault(copy, (name, real))
+                if other[1] != real:
+                    mine.append(
+                        f"{spec.rel(spec.config_path)}: external data {location!r} would be "
+                        f"copied to {spec.rel(Path(copy))}, where model {other[0]!r} copies "
+                        "different data; give the models different output folders"
+                    )
+    for name, spec in project.models.items():
         reader = readers.get(os.path.realpath(spec.output))
         if reader is not None:
-            problems.append(
+            problems.setdefault(name, []).append(
                 f"{spec.rel(spec.config_path)}: output: {spec.rel(spec.output)} is also the "
                 f"external data file {reader[1]!r} of the source of model {reader[0]!r}; it would "
                 "be overwritten"
             )
-    return problems
+    return {name: lines for name, lines in problems.items() if lines}
 
 
-def _to_json(graph: TaskGraph) -> dict[str, Any]:
-    return {name: asdict(node) for name, node in graph.models.items()}
-
-
-def _from_json(root: Path, data: dict[str, Any]) -> TaskGraph:
+def _from_json(root: Path, data: dict[str, Any], watched: dict[str, Any]) -> TaskGraph:
     models = {}
-    for name, raw in data.items():
+    for name, raw in data["models"].items():
         raw = dict(raw)
-        raw["inputs"] = tuple(raw["inputs"])
-        raw["roots"] = tuple(raw["roots"])
+        for key in (
+            "inputs",
+            "roots",
+            "compile_inputs",
+            "compile_missing",
+            "data_files",
+            "data_locations",
+            "deploy_inputs",
+        ):
+            raw[key] = tuple(raw[key])
+        raw["data_copies"] = tuple(tuple(pair) for pair in raw["data_copies"])
         models[name] = ModelNode(**raw)
-    return TaskGraph(root, models)
+    broken = {name: tuple(lines) for name, lines in data["broken"].items()}
+    return TaskGraph(root, models, broken, watched)

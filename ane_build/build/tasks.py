@@ -1,51 +1,87 @@
-"""doit task generators of a project: example, convert, verify, deploy, summary and smoke.
+"""doit task generators of a project: example, compile, convert, verify, deploy, orphans, smoke.
 
-Up-to-date decisions: file contents through `FingerprintChecker`; settings and hand-edited outputs
-through values saved with each task; reasons from our build records. Task logic lives in
-`actions` and `smoke`; ``dodo`` files only re-export the ``task_*`` functions of `ane_build.dodo`.
+Up-to-date decisions: file contents through `FingerprintChecker`; settings, the ane_build version
+and hand-edited outputs through values saved with each task; reasons from our build records. Task
+logic lives in the action modules; ``dodo`` files only re-export the ``task_*`` functions of
+`ane_build.dodo`. A failed step reaches doit as one line (`TaskFailed`), never as a repr.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from .actions import convert_action, deploy_action, say, summary_action, verify_action
+from doit.exceptions import TaskFailed
+
+from .actions import convert_action, say, verify_action
+from .compiling import compile_action, log_path, outputs_intact
 from .context import context
-from .layout import DEPLOY_DIR, SMOKE_XML, SYNTHETIC_FILE
+from .deploying import deploy_action, deploy_record_path
+from .layout import SMOKE_XML, SYNTHETIC_FILE, build_version
+from .outcome import Step, StepFailed
 from .reasons import output_changed
 from .smoke import ALLOW_SIM_ENV, smoke_action
 from .state import FileState
 
 TaskDict = dict[str, Any]
+Action = Callable[[str], Any]
+
+
+def run_step(action: Action, name: str) -> Any:
+    """Run an action; a failed step becomes doit's `TaskFailed` with its one-line reason."""
+    result = action(name)
+    return TaskFailed(result.message) if isinstance(result, StepFailed) else result
+
+
+def _current(values: dict[str, Any], digest: str) -> bool:
+    return values.get("settings") == digest and values.get("version") == build_version()
+
+
+def _compile_uptodate(name: str) -> Callable[[Any, dict[str, Any]], bool]:
+    # Not the ane_build version: an upgrade rebuilds containers, but the compiler is not ours.
+    def check(task: Any, values: dict[str, Any]) -> bool:
+        ctx = context()
+        current = values.get("settings") == ctx.models[name].compile_digest
+        return current and outputs_intact(ctx, name)
+
+    check.__name__ = f"compile_settings_and_outputs({name})"
+    return check
+
+
+def _intact(path: str, saved: Any) -> bool:
+    """Whether an output still holds what was saved (a stat, a digest when touched)."""
+    state = FileState.from_json(saved)
+    try:
+        st = os.stat(path)
+    except OSError:
+        return False
+    if state is None:
+        return False
+    if (st.st_size, st.st_mtime_ns) == (state.size, state.mtime_ns):
+        return True
+    return output_changed(context(), path, saved) is None
 
 
 def _convert_uptodate(name: str) -> Callable[[Any, dict[str, Any]], bool]:
     def check(task: Any, values: dict[str, Any]) -> bool:
-        ctx = context()
-        node = ctx.models[name]
-        if values.get("settings") != node.convert_digest:
+        node = context().models[name]
+        if not _current(values, node.convert_digest):
             return False
-        saved = values.get("output")
-        try:
-            st = os.stat(node.output)
-        except OSError:
+        copies = values.get("data", {})
+        if {copy for _, copy in node.data_copies} != set(copies):
             return False
-        state = FileState.from_json(saved)
-        if state is None:
-            return False
-        if (st.st_size, st.st_mtime_ns) == (state.size, state.mtime_ns):
-            return True
-        return output_changed(ctx, node.output, saved) is None
+        outputs = {node.output: values.get("output"), **copies}
+        return all(_intact(path, saved) for path, saved in outputs.items())
 
-    check.__name__ = f"convert_settings_and_output({name})"
+    check.__name__ = f"convert_settings_and_outputs({name})"
     return check
 
 
 def _deploy_uptodate(name: str) -> Callable[[Any, dict[str, Any]], bool]:
     def check(task: Any, values: dict[str, Any]) -> bool:
-        return bool(values.get("settings") == context().models[name].deploy_digest)
+        return _current(values, context().models[name].deploy_digest)
 
     check.__name__ = f"deploy_settings({name})"
     return check
@@ -64,7 +100,7 @@ def gen_example() -> Iterator[TaskDict]:
         yield {
             "basename": "example",
             "name": name,
-            "doc": f"generate {name}'s synthetic source and compiler output (not real ANE code)",
+            "doc": f"generate {name}'s synthetic inputs (real ONNX; artefacts are not ANE code)",
             "actions": [(_generate_action, [name])],
             "file_dep": [os.fspath(ctx.root / SYNTHETIC_FILE)],
             "targets": [os.fspath(p) for p in outputs_of(name, model, ctx.root)],
@@ -83,22 +119,81 @@ def _generate_action(name: str) -> None:
             say(f"example:{name}: wrote {ctx.rel(path)} (synthetic example input)")
 
 
+def gen_compile() -> Iterator[TaskDict]:
+    """Tasks: one ``compile:<model>`` per model with a ``[compile]`` step."""
+    ctx = context()
+    yield {"basename": "compile", "name": None, "doc": "run the compilers"}
+    for name, node in ctx.models.items():
+        if node.compile_outputs is None:
+            continue
+        yield {
+            "basename": "compile",
+            "name": name,
+            "doc": f"compile {ctx.rel(node.source)} into {ctx.rel(node.compile_outputs)}",
+            "actions": [(run_step, [compile_action, name])],
+            "file_dep": list(node.compile_inputs),
+            "targets": [node.manifest],
+            "uptodate": [_compile_uptodate(name)],
+            "clean": [(_clean_compile, [name])],
+            "verbosity": 2,
+        }
+
+
+def _clean_compile(name: str) -> None:
+    ctx = context()
+    node = ctx.models[name]
+    folder = node.compile_outputs or ""
+    if os.path.isdir(folder):
+        shutil.rmtree(folder)
+        say(f"compile:{name}: removed {ctx.rel(folder)}")
+    for path in (node.manifest or "", os.fspath(log_path(ctx.root, name))):
+        if os.path.exists(path):
+            os.unlink(path)
+    ctx.records.delete(name, "compile")
+
+
 def gen_convert() -> Iterator[TaskDict]:
-    """Tasks: one ``convert:<model>`` per config."""
+    """Tasks: one ``convert:<model>`` per config (a broken config's task reports it)."""
     ctx = context()
     yield {"basename": "convert", "name": None, "doc": "build _ane.onnx containers"}
-    for name, node in ctx.models.items():
+    claimed: set[str] = set()
+    for name in ctx.graph.names:
+        node = ctx.models.get(name)
+        if node is None:
+            yield _broken_task(name)
+            continue
+        # A data file two models share is copied by both, but doit allows one task per target.
+        copies = [copy for _, copy in node.data_copies if copy not in claimed]
+        claimed.update(copies)
         yield {
             "basename": "convert",
             "name": name,
             "doc": f"embed {name}'s compiler artefacts into {ctx.rel(node.output)}",
-            "actions": [(convert_action, [name])],
+            "actions": [(run_step, [convert_action, name])],
             "file_dep": list(node.inputs),
-            "targets": [node.output],
+            "targets": [node.output, *copies],
             "uptodate": [_convert_uptodate(name)],
             "clean": True,
             "verbosity": 2,
         }
+
+
+def _broken_task(name: str) -> TaskDict:
+    return {
+        "basename": "convert",
+        "name": name,
+        "doc": f"report the problems of configs/{name}.toml (its config is broken)",
+        "actions": [(run_step, [config_action, name])],
+        "uptodate": [False],
+        "verbosity": 2,
+    }
+
+
+def config_action(name: str) -> StepFailed:
+    """Doit action of a model whose config is broken: report every problem."""
+    ctx = context()
+    problems = ctx.graph.broken[name]
+    return Step(ctx, "config", name).fail(problems[0], problems[1:])
 
 
 def gen_verify() -> Iterator[TaskDict]:
@@ -110,7 +205,7 @@ def gen_verify() -> Iterator[TaskDict]:
             "basename": "verify",
             "name": name,
             "doc": f"verify {ctx.rel(node.output)}",
-            "actions": [(verify_action, [name])],
+            "actions": [(run_step, [verify_action, name])],
             "file_dep": [node.output],
             "verbosity": 2,
         }
@@ -119,15 +214,15 @@ def gen_verify() -> Iterator[TaskDict]:
 def gen_deploy() -> Iterator[TaskDict]:
     """Tasks: one ``deploy:<model>`` per config."""
     ctx = context()
-    yield {"basename": "deploy", "name": None, "doc": "verify and submit containers"}
+    yield {"basename": "deploy", "name": None, "doc": "submit containers and check their numbers"}
     for name, node in ctx.models.items():
         yield {
             "basename": "deploy",
             "name": name,
-            "doc": f"submit {name} to {node.device} ({node.submit_mode} mode)",
-            "actions": [(deploy_action, [name])],
-            "file_dep": [node.output],
-            "targets": [os.fspath(ctx.root / DEPLOY_DIR / f"{name}.json")],
+            "doc": f"submit {name} to {node.device} ({node.submit_mode} mode) and check it",
+            "actions": [(run_step, [deploy_action, name])],
+            "file_dep": [node.output, *node.deploy_inputs],
+            "targets": [os.fspath(deploy_record_path(ctx.root, name))],
             "task_dep": [f"verify:{name}"],
             "uptodate": [_deploy_uptodate(name)],
             "clean": True,
@@ -135,16 +230,23 @@ def gen_deploy() -> Iterator[TaskDict]:
         }
 
 
-def gen_summary() -> TaskDict:
-    """Task: print what this run built and deployed."""
+def gen_orphans() -> TaskDict:
+    """Task: nothing to run; ``doit clean`` removes the outputs of removed or renamed configs."""
     return {
-        "basename": "summary",
-        "doc": "print a table of the containers built and deployed by this run",
-        "actions": [summary_action],
-        "task_dep": ["deploy"],
-        "uptodate": [False],
-        "verbosity": 2,
+        "basename": "orphans",
+        "doc": "outputs of removed or renamed configs (doit clean removes them)",
+        "actions": None,
+        "clean": [_clean_orphans],
+        "uptodate": [True],
     }
+
+
+def _clean_orphans() -> None:
+    from .orphans import remove_orphans
+
+    ctx = context()
+    for path in remove_orphans(ctx):
+        say(f"orphans: removed {path} (its config is gone)")
 
 
 def gen_smoke() -> TaskDict:

@@ -39,6 +39,16 @@ from watchdog.observers.api import BaseObserver, ObservedWatch
 from watchdog.observers.polling import PollingObserver
 
 from ..errors import AneError, ConfigError
+from .watchpaths import (
+    PathIndex,
+    WatchLimitError,
+    abs_path,
+    ident,
+    limit_error,
+    real_path,
+    shorten,
+    stat_of,
+)
 
 __all__ = ["InputsFn", "ObserverFactory", "WatchLimitError", "Watcher"]
 
@@ -62,14 +72,8 @@ _EVENT_FILTER: list[type[FileSystemEvent]] = [
     FileMovedEvent,
     DirMovedEvent,
 ]
-_TEMP_SUFFIXES = (".tmp", ".temp", ".swp", ".swx", ".part", ".partial", "~")
-_CONFIG_SUFFIX = ".toml"
 _WAIT_SLICE = 0.1  # longest sleep between checks of the stop event
 _SHOWN_TRIGGERS = 3
-
-
-class WatchLimitError(ConfigError):
-    """The system's inotify limits do not allow watching every input folder."""
 
 
 @dataclass
@@ -159,8 +163,8 @@ class Watcher:
         self._roots_fn = roots
         self._build_fn = build
         self._ignore = ignore
-        self._config_dir = _abs(config_dir)
-        self._config_dirs = {self._config_dir, _real(self._config_dir)}
+        self._config_dir = abs_path(config_dir)
+        self._config_dirs = frozenset({self._config_dir, real_path(self._config_dir)})
         self._debounce = debounce
         # A poller only notices a change one interval late, so "unchanged for settle seconds"
         # means nothing unless it spans at least one poll.
@@ -174,10 +178,7 @@ class Watcher:
         self._cond = threading.Condition()
         self._pending: dict[Path, _Change] = {}
         self._last_event = 0.0
-        self._files: dict[Path, set[str]] = {}
-        self._roots: dict[Path, set[str]] = {}
-        self._ancestors: dict[Path, set[str]] = {}
-        self._ignored: dict[Path, bool] = {}
+        self._index = PathIndex({}, {}, self._config_dirs, ignore)
         self._watches: dict[Path, tuple[bool, tuple[int, int], ObservedWatch]] = {}
         self._observer: BaseObserver | None = None
         self._builds = 0
@@ -208,7 +209,7 @@ class Watcher:
             observer = self._make_observer()
         except OSError as exc:
             if exc.errno in (errno.ENOSPC, errno.EMFILE):
-                raise _limit_error(exc, None) from exc
+                raise limit_error(exc, None) from exc
             raise
         self._observer = observer
         try:
@@ -218,7 +219,7 @@ class Watcher:
             logger.info(
                 "watching %d folder(s) for %d model(s)%s; Ctrl-C stops",
                 len(self._watches),
-                len({m for ms in self._files.values() for m in ms}),
+                len(self._index.models),
                 " (polling)" if self._poll and self._observer_factory is None else "",
             )
             if self._build_first:
@@ -261,7 +262,7 @@ class Watcher:
             observer.start()
         except OSError as exc:
             if exc.errno in (errno.ENOSPC, errno.EMFILE):
-                raise _limit_error(exc, None) from exc
+                raise limit_error(exc, None) from exc
             raise
 
     def _schedule(self, folder: Path, recursive: bool) -> ObservedWatch | None:
@@ -274,7 +275,7 @@ class Watcher:
             )
         except OSError as exc:
             if exc.errno in (errno.ENOSPC, errno.EMFILE):
-                raise _limit_error(exc, folder) from exc
+                raise limit_error(exc, folder) from exc
             # The folder vanished between our check and the watch (or is unreadable); the next
             # refresh watches its nearest existing parent instead.
             logger.warning("cannot watch %s: %s", folder, exc.strerror or exc)
@@ -298,65 +299,30 @@ class Watcher:
             # Typically a config being edited; its next save triggers another build and refresh.
             logger.error("cannot list the inputs to watch (keeping the previous list): %s", exc)
             return
-        files: dict[Path, set[str]] = {}
-        root_map: dict[Path, set[str]] = {}
-        ancestors: dict[Path, set[str]] = {}
-        for index, mapping in ((files, inputs), (root_map, roots)):
-            for model, paths in mapping.items():
-                for path in paths:
-                    # Events name the path as seen through the watched folder; watch both the
-                    # path as given and its symlink target so either spelling is recognised.
-                    for variant in {_abs(path), _real(path)}:
-                        index.setdefault(variant, set()).add(model)
-                        for parent in variant.parents:
-                            ancestors.setdefault(parent, set()).add(model)
+        index = PathIndex(inputs, roots, self._config_dirs, self._ignore)
         with self._cond:
-            self._files, self._roots, self._ancestors = files, root_map, ancestors
-            self._ignored = {}
+            self._index = index
         self._reschedule()
 
     def _reschedule(self) -> None:
         """Make the set of watched folders match the current index."""
         with self._cond:
-            wanted = self._targets()
+            wanted = self._index.targets()
         for folder in list(self._watches):
             recursive, watched_ident, watch = self._watches[folder]
-            if wanted.get(folder) != recursive or _ident(folder) != watched_ident:
+            if wanted.get(folder) != recursive or ident(folder) != watched_ident:
                 # Gone, changed recursion, or deleted and recreated (the old watch died with it).
                 self._unschedule(watch)
                 del self._watches[folder]
         for folder, recursive in wanted.items():
             if folder in self._watches:
                 continue
-            ident = _ident(folder)
-            if ident is None:
+            folder_id = ident(folder)
+            if folder_id is None:
                 continue
             new = self._schedule(folder, recursive)
             if new is not None:
-                self._watches[folder] = (recursive, ident, new)
-
-    def _targets(self) -> dict[Path, bool]:
-        """Folders to watch (folder -> recursive), existing ones only, none covered twice."""
-        wanted: dict[Path, bool] = dict.fromkeys(self._config_dirs, False)
-        for root in self._roots:
-            wanted[root] = True
-        for path in self._files:
-            wanted.setdefault(path.parent, False)
-        existing: dict[Path, bool] = {}
-        for folder, recursive in wanted.items():
-            if folder.is_dir():
-                existing[folder] = existing.get(folder, False) or recursive
-            else:
-                # Watch the nearest existing parent: creating the missing folder is then an
-                # event on an ancestor of an input, which triggers a build and a refresh.
-                parent = _nearest_existing(folder)
-                existing.setdefault(parent, False)
-        recursive_dirs = {folder for folder, rec in existing.items() if rec}
-        return {
-            folder: rec
-            for folder, rec in existing.items()
-            if not any(parent in recursive_dirs for parent in folder.parents)
-        }
+                self._watches[folder] = (recursive, folder_id, new)
 
     # --- events ------------------------------------------------------------------------------
 
@@ -376,7 +342,7 @@ class Watcher:
             for path, how in changes:
                 if not str(path) or path == Path("."):
                     continue
-                models = self._affected(path)
+                models = self._index.affected(path)
                 if models is not None and not models:
                     continue
                 self._record(path, how, models, now, is_dir=event.is_directory)
@@ -404,35 +370,6 @@ class Watcher:
             change.busy = False
         elif how == "created":
             change.final = False
-
-    def _affected(self, path: Path) -> set[str] | None:
-        """Models a change of ``path`` affects: None for all, an empty set for none.
-
-        Must be called with the lock held.
-        """
-        if self._ignore is not None:
-            # The callback may be costly (it can reload the project); its answer only changes
-            # when the inputs do, so it is asked once per path between refreshes.
-            ignored = self._ignored.get(path)
-            if ignored is None:
-                ignored = self._ignored[path] = bool(self._ignore(path))
-            if ignored:
-                return set()
-        if path.parent in self._config_dirs and path not in self._files:
-            if path.suffix == _CONFIG_SUFFIX and not _is_temp(path.name):
-                return None
-            return set()
-        # An explicit input counts whatever its name; it may also lie in another model's root.
-        models: set[str] = set(self._files.get(path, ()))
-        models |= self._ancestors.get(path, set())
-        for folder in (path, *path.parents):
-            owners = self._roots.get(folder)
-            if owners is None:
-                continue
-            rel = path.relative_to(folder).parts
-            if not any(_is_temp(part) for part in rel):
-                models |= owners
-        return models
 
     def _next_batch(self, stop: threading.Event) -> tuple[set[str] | None, list[Path], bool] | None:
         """Wait until a burst is over and every changed file is complete; take it.
@@ -465,7 +402,7 @@ class Watcher:
                         models = None
                     else:
                         models |= change.models
-                    structural = structural or path in self._ancestors or path.is_dir()
+                    structural = structural or self._index.is_ancestor(path) or path.is_dir()
                 return models, sorted(batch), structural
 
     def _not_ready(self, now: float) -> float:
@@ -474,7 +411,7 @@ class Watcher:
         for path, change in self._pending.items():
             if change.final:
                 continue
-            stat = _stat(path)
+            stat = stat_of(path)
             if stat is None:
                 continue  # deleted meanwhile: a deletion needs no settling
             if stat != change.stat:
@@ -513,7 +450,7 @@ class Watcher:
             logger.exception("build raised an unexpected error")
 
     def _describe(self, paths: Iterable[Path]) -> str:
-        shown = [_shorten(path, self._config_dir.parent) for path in paths]
+        shown = [shorten(path, self._config_dir.parent) for path in paths]
         if not shown:
             return "initial build"
         more = len(shown) - _SHOWN_TRIGGERS
@@ -521,71 +458,5 @@ class Watcher:
         return f"changed: {text}" + (f" and {more} more" if more > 0 else "")
 
 
-def _limit_error(exc: OSError, path: Path | None) -> WatchLimitError:
-    if exc.errno == errno.EMFILE:
-        what, key, value = "inotify instance limit", "fs.inotify.max_user_instances", 1024
-        extra = " (or the open-file limit, see `ulimit -n`)"
-    else:
-        what, key, value = "inotify watch limit", "fs.inotify.max_user_watches", 524288
-        extra = ""
-    current = _read_sysctl(key)
-    now = f" (currently {current})" if current else ""
-    if current is not None and current.isdigit():
-        value = max(value, 2 * int(current))
-    where = f"cannot watch {path}" if path is not None else "cannot start watching"
-    return WatchLimitError(
-        f"{where}: the {what} is reached: {key}{now}{extra}. Raise it with "
-        f"`sudo sysctl {key}={value}` (to keep it across reboots, put `{key} = {value}` in "
-        "/etc/sysctl.d/90-inotify.conf), stop other programs that watch many files, or run "
-        "watch with --poll (polls instead of inotify; slower to react)"
-    )
-
-
-def _read_sysctl(key: str) -> str | None:
-    try:
-        return Path("/proc/sys", *key.split(".")).read_text().strip()
-    except OSError:
-        return None
-
-
 def _event_path(raw: str | bytes) -> Path:
     return Path(os.fsdecode(raw))
-
-
-def _abs(path: Path) -> Path:
-    return Path(os.path.abspath(path))
-
-
-def _real(path: Path) -> Path:
-    return Path(os.path.realpath(path))
-
-
-def _stat(path: Path) -> tuple[int, int] | None:
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return st.st_size, st.st_mtime_ns
-
-
-def _ident(folder: Path) -> tuple[int, int] | None:
-    try:
-        st = os.stat(folder)
-    except OSError:
-        return None
-    return st.st_dev, st.st_ino
-
-
-def _nearest_existing(folder: Path) -> Path:
-    for parent in (folder, *folder.parents):
-        if parent.is_dir():
-            return parent
-    return Path(folder.anchor or "/")
-
-
-def _is_temp(name: str) -> bool:
-    return name.startswith((".", "#")) or name.endswith(_TEMP_SUFFIXES)
-
-
-def _shorten(path: Path, base: Path) -> str:
-    return path.relative_to(base).as_posix() if path.is_relative_to(base) else str(path)

@@ -23,10 +23,12 @@ def _project_root(args: argparse.Namespace) -> Path:
 def cmd_why(args: argparse.Namespace) -> int:
     """``why``: the reasons each model would be rebuilt or redeployed; builds nothing."""
     from ..build.context import BuildContext
+    from ..build.orphans import find_orphans
     from ..build.reasons import why
 
     ctx = BuildContext.load(_project_root(args))
-    unknown = sorted(set(args.models) - set(ctx.models))
+    names = ctx.graph.names
+    unknown = sorted(set(args.models) - set(names))
     if unknown:
         print(f"unknown model(s): {', '.join(unknown)}", file=sys.stderr)
         return EXIT_USAGE
@@ -37,7 +39,11 @@ def cmd_why(args: argparse.Namespace) -> int:
         for reason in reasons:
             print(f"{name}: {reason}")
         stale += bool(reasons)
-    print(f"{stale} of {len(ctx.models)} model(s) would be rebuilt or redeployed")
+    print(f"{stale} of {len(names)} model(s) would be rebuilt or redeployed")
+    for name, paths in find_orphans(ctx).items():
+        gone = "config removed or renamed" if name not in names else "no longer written"
+        for path in paths:
+            print(f"{name}: {gone}: {ctx.rel(path)} would be removed by `doit clean`")
     return EXIT_OK
 
 
@@ -65,6 +71,7 @@ def cmd_schema(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+PROJECT_HELP = "project root (default: found from the working folder)"
 # The watch flags, once for ``python -m ane_build watch`` and ``doit watch``: (flag, help).
 WATCH_FLAGS = (
     ("poll", "poll the file system instead of inotify (network file systems)"),
@@ -82,12 +89,12 @@ def add_parsers(sub: Any) -> None:
     """Register the project commands on ``sub`` (an argparse subparsers object)."""
     why = sub.add_parser("why", help="say why models would be rebuilt (builds nothing)")
     why.add_argument("models", nargs="*", help="model names (default: all)")
-    why.add_argument("--project", type=Path, help="project root (default: found from cwd)")
+    why.add_argument("--project", type=Path, help=PROJECT_HELP)
     why.set_defaults(func=cmd_why)
 
     watch = sub.add_parser("watch", help="rebuild affected models whenever inputs change")
     add_watch_args(watch)
-    watch.add_argument("--project", type=Path, help="project root (default: found from cwd)")
+    watch.add_argument("--project", type=Path, help=PROJECT_HELP)
     watch.set_defaults(func=cmd_watch)
 
     schema = sub.add_parser("schema", help="print the JSON schema of configs/*.toml")

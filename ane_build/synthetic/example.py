@@ -1,8 +1,11 @@
 """Synthetic example inputs: source ONNX models and fake compiler output, from ``synthetic.toml``.
 
-The example project (and tests) need compiler artefacts without a compiler. Everything written
-here is deterministic and structurally valid (descriptor chains, ``.anec`` headers, bundles) but
-is NOT real ANE code; files say so where the format has room. Writes go through temp files.
+The example project needs source models; tests and benchmarks also need compiler artefacts
+without a compiler. The ONNX graphs are real; the artefacts (a model with a ``form``) are
+deterministic and structurally valid (descriptor chains, ``.anec`` headers, bundles) but NOT real
+ANE code; files say so where the format has room. A model without a ``form`` gets its source
+only (the example project compiles it with ``tools/example_compiler.py``). Writes go through temp
+files.
 """
 
 from __future__ import annotations
@@ -13,16 +16,15 @@ import tomllib
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .._fs import write_atomic
 from ..driver.uapi import ANE_TILE_COUNT, PAGE_SIZE
 from ..errors import ConfigError
 from ..formats.anec import ANEC_PAYLOAD_OFFSET, AnecHeader
+from . import SYNTHETIC_FILE
 from .chains import M1_TD_SIZE, SYNTHETIC_MARK, make_chain, make_weights
 
-# The example project's generator input, at the project root.
-SYNTHETIC_FILE = "synthetic.toml"
 TOOLCHAIN_NOTE = f"synthetic (ane_build example; {SYNTHETIC_MARK})"
 
 
@@ -34,11 +36,17 @@ class SyntheticModel(BaseModel):
     source: Path
     op: Literal["Relu", "Sigmoid", "Add", "Mul", "Concat"]
     shape: tuple[int, int, int, int] = (1, 64, 1, 1)
-    form: Literal["anec", "discover", "bundle"]
-    dir: Path
+    form: Literal["anec", "discover", "bundle"] | None = None
+    dir: Path | None = None
     descriptors: int = Field(default=1, ge=1, le=64)
     weights: int = Field(default=0, ge=0, le=1 << 30)
     seed: int = 0
+
+    @model_validator(mode="after")
+    def _form_needs_dir(self) -> SyntheticModel:
+        if (self.form is None) != (self.dir is None):
+            raise ValueError("form and dir go together: both for compiler output, neither for none")
+        return self
 
 
 class SyntheticSpec(BaseModel):
@@ -66,6 +74,8 @@ def load_synthetic(root: Path) -> SyntheticSpec | None:
 
 def outputs_of(name: str, model: SyntheticModel, root: Path) -> list[Path]:
     """Every file `generate_model` writes for ``model``."""
+    if model.form is None or model.dir is None:
+        return [root / model.source]
     folder = root / model.dir
     files = {
         "anec": [folder / f"{name}.anec"],
@@ -127,10 +137,12 @@ def _tiles(model: SyntheticModel) -> tuple[list[int], list[tuple[int, int, int, 
 
 def generate_model(name: str, model: SyntheticModel, root: Path) -> list[Path]:
     """Write one synthetic model's source and artefacts; return the files written."""
+    write_atomic(root / model.source, _onnx_model(model))
+    if model.form is None or model.dir is None:
+        return outputs_of(name, model, root)
     microcode = make_chain(model.descriptors, seed=model.seed)
     weights = make_weights(model.weights, seed=model.seed) if model.weights else b""
     folder = root / model.dir
-    write_atomic(root / model.source, _onnx_model(model))
     if model.form == "anec":
         tiles, nchw = _tiles(model)
         pad = -len(microcode) % 16

@@ -481,3 +481,101 @@ def test_committed_schema_is_current() -> None:
         "configs/schema.json is stale; regenerate it with "
         "`python -m ane_build schema > configs/schema.json`"
     )
+
+
+# --- keep going: broken configs are set aside, per model ----------------------------------
+
+
+def test_problems_are_filed_under_the_models_they_concern(tmp_path: Path) -> None:
+    make_project(
+        tmp_path,
+        {
+            "good.toml": 'source = "g.onnx"\n',
+            "bad.toml": 'source = "b.onnx"\n[deploy]\nmode = 1\n',
+            "x.toml": 'source = "x.onnx"\noutput = "build/same.onnx"\n',
+            "y.toml": 'source = "y.onnx"\noutput = "build/same.onnx"\n',
+        },
+    )
+    project = load_project(tmp_path, strict=False)
+    assert sorted(project.models) == ["good"]
+    assert sorted(project.broken) == ["bad", "x", "y"]
+    assert project.broken["bad"][0].startswith("configs/bad.toml: deploy.mode: unknown key")
+    assert project.broken["x"] == project.broken["y"]
+    # Strict loading still lists them all in one error.
+    assert len(problems(tmp_path)) == 2
+
+
+def test_a_broken_defaults_file_breaks_every_model(tmp_path: Path) -> None:
+    make_project(tmp_path, {"a.toml": 'source = "a.onnx"\n', "defaults.toml": "[deploy\n"})
+    project = load_project(tmp_path, strict=False)
+    assert project.models == {} and list(project.broken) == ["a"]
+    assert project.broken["a"][0].startswith("configs/defaults.toml: line 1")
+
+
+# --- [compile] and [check] -----------------------------------------------------------------
+
+
+def test_compile_table_resolves_placeholders_and_becomes_the_artefact_root(
+    tmp_path: Path,
+) -> None:
+    make_project(
+        tmp_path,
+        {
+            "defaults.toml": '[compile]\ncommand = ["anecc", "{source}", "-o", "{out}"]\n'
+            'tool = "bin/anecc"\noutputs = "out/{name}"\ninputs = ["cfg/{name}/*.json"]\n',
+            "m.toml": 'source = "m.onnx"\n',
+            "n.toml": 'source = "n.onnx"\n[artifacts]\nanec = "out/n/x.anec"\n',
+        },
+    )
+    project = load_project(tmp_path)
+    m, n = project.models["m"], project.models["n"]
+    assert m.compile is not None and n.compile is not None
+    assert m.compile.outputs == tmp_path / "out" / "m" and m.artifacts.root == m.compile.outputs
+    assert m.compile.tool == tmp_path / "bin" / "anecc"
+    assert m.compile.inputs == (str(tmp_path / "cfg" / "m" / "*.json"),)
+    assert n.artifacts.root is None and n.artifacts.anec == tmp_path / "out" / "n" / "x.anec"
+    values = m.compile.values("m", tmp_path, m.source, tmp_path / "fresh")
+    assert m.compile.argv(values) == ["anecc", str(m.source), "-o", str(tmp_path / "fresh")]
+
+
+def test_compile_can_be_turned_off_per_model(tmp_path: Path) -> None:
+    make_project(
+        tmp_path,
+        {
+            "defaults.toml": '[compile]\ncommand = ["anecc"]\n',
+            "m.toml": 'source = "m.onnx"\n[compile]\nenabled = false\n',
+        },
+    )
+    assert load_project(tmp_path).models["m"].compile is None
+
+
+@pytest.mark.parametrize(
+    ("table", "message"),
+    [
+        ("atol = -1", "check.atol: must be greater than or equal to 0 (got -1)"),
+        ("rtol = nan", "check.rtol: must be a finite number"),
+        ("seed = 1.5", "check.seed: must be an integer (got 1.5)"),
+        ("[check.outputs.y]\natl = 1", "check.outputs.y.atl: unknown key (allowed: atol, rtol)"),
+        ('data = ""', "check.data: must be a file path, not empty"),
+        ("enabled = 1", "check.enabled: must be true or false (got 1)"),
+    ],
+)
+def test_check_table_errors(tmp_path: Path, table: str, message: str) -> None:
+    make_project(tmp_path, {"m.toml": f'source = "m.onnx"\n[check]\n{table}\n'})
+    (line,) = problems(tmp_path)
+    assert line == f"configs/m.toml: {message}" or line.startswith(f"configs/m.toml: {message}")
+
+
+def test_check_defaults_are_the_checkers(tmp_path: Path) -> None:
+    from ane_build.check.compare import DEFAULT_TOLERANCE
+
+    make_project(tmp_path, {"m.toml": 'source = "m.onnx"\n[check]\ndata = "data/m"\n'})
+    spec = load_project(tmp_path).models["m"]
+    check = spec.config.check
+    assert (check.atol, check.rtol, check.seed, check.enabled) == (
+        DEFAULT_TOLERANCE.atol,
+        DEFAULT_TOLERANCE.rtol,
+        0,
+        True,
+    )
+    assert spec.check_data == tmp_path / "data" / "m"

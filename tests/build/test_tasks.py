@@ -1,8 +1,9 @@
 import json
 import os
-import shutil
+import signal
 import subprocess
 import sys
+import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -12,21 +13,24 @@ from ane_build.build.context import BuildContext
 from ane_build.build.reasons import why
 from ane_build.build.runner import run_doit
 from ane_build.container.metadata import parse_ane_metadata
-from tests.helpers import generate_all
+from tests.helpers import EXAMPLE_MODELS, doit_cli, example_project, make_project
 
-REPO = Path(__file__).resolve().parents[2]
-MODELS = ["add", "concat", "relu", "sigmoid"]
+MODELS = EXAMPLE_MODELS
 
 
 @pytest.fixture
 def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A copy of the example project with its synthetic inputs generated."""
-    root = tmp_path / "proj"
-    root.mkdir()
-    shutil.copytree(REPO / "configs", root / "configs")
-    shutil.copy(REPO / "synthetic.toml", root / "synthetic.toml")
-    (root / "dodo.py").write_text("from ane_build.dodo import *  # noqa: F403\n")
-    generate_all(root)
+    """A copy of the example project (sources generated, nothing compiled yet)."""
+    root = example_project(tmp_path / "proj")
+    monkeypatch.chdir(root)
+    return root
+
+
+@pytest.fixture
+def synth(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Three models whose synthetic artefacts are files on disk (.anec, discovered, bundle)."""
+    root = tmp_path / "synth"
+    make_project(root, models=3, weights=4096)
     monkeypatch.chdir(root)
     return root
 
@@ -40,75 +44,76 @@ def build(
     return code, out, ctx
 
 
-def converted(out: str) -> list[str]:
+def ran(out: str, step: str, marker: str) -> list[str]:
     return sorted(
         line.split(":")[1]
         for line in out.splitlines()
-        if line.startswith("convert:") and ": wrote " in line
+        if line.startswith(f"{step}:") and marker in line
     )
+
+
+def converted(out: str) -> list[str]:
+    return ran(out, "convert", ": wrote ")
 
 
 def deployed(out: str) -> list[str]:
-    return sorted(
-        line.split(":")[1]
-        for line in out.splitlines()
-        if line.startswith("deploy:") and "submitted in" in line
-    )
+    return ran(out, "deploy", "submitted in")
+
+
+def compiled(out: str) -> list[str]:
+    return ran(out, "compile", ": compiled ")
 
 
 def test_first_build_then_noop(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = build(project, capsys)
     assert code == 0, out
-    assert converted(out) == MODELS
-    assert deployed(out) == MODELS
+    assert compiled(out) == converted(out) == deployed(out) == MODELS
     assert "simulator" in out and "not run on ANE hardware" in out
     for name in MODELS:
         meta = parse_ane_metadata(project / "build" / f"{name}_ane.onnx")
-        assert meta.td_count >= 1
+        assert meta.td_count >= 1 and meta.io, name  # the example compiler's slots
         record = json.loads((project / "build" / "deploy" / f"{name}.json").read_text())
         assert record["simulated"] is True and record["model"] == name
+        assert record["check"]["passed"] is True, record
     mtimes = {p: p.stat().st_mtime_ns for p in (project / "build").glob("*.onnx")}
     code, out, ctx = build(project, capsys)
     assert code == 0
-    assert converted(out) == [] and deployed(out) == []
+    assert out.strip() == "summary: all 4 model(s) up to date", out
     assert {p: p.stat().st_mtime_ns for p in mtimes} == mtimes
     assert ctx.cache.bytes_read == 0
     assert all(not r for r in why(BuildContext.load(project)).values())
 
 
 def test_touch_reads_each_input_once_then_never(
-    project: Path, capsys: pytest.CaptureFixture[str]
+    synth: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    build(project, capsys)
-    ctx = BuildContext.load(project)
+    build(synth, capsys)
+    ctx = BuildContext.load(synth)
     inputs = {p for name in ctx.models for p in ctx.inputs(name)}
-    assert len(inputs) >= 8
+    assert len(inputs) >= 5
     for path in inputs:
         os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**9))
-    code, out, ctx = build(project, capsys)
+    code, out, ctx = build(synth, capsys)
     assert code == 0 and converted(out) == []
     assert ctx.cache.files_hashed == len(inputs)
-    code, out, ctx = build(project, capsys)
+    code, out, ctx = build(synth, capsys)
     assert converted(out) == []
     assert ctx.cache.bytes_read == 0 and ctx.cache.files_hashed == 0
-    code, out, ctx = build(project, capsys)
-    assert ctx.cache.bytes_read == 0
 
 
 def test_content_change_rebuilds_exactly_one(
-    project: Path, capsys: pytest.CaptureFixture[str]
+    synth: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    build(project, capsys)
-    weights = project / "compiler-out" / "add" / "add_weights.bin"
+    build(synth, capsys)
+    weights = synth / "compiler-out" / "m1" / "m1_weights.bin"
     weights.write_bytes(weights.read_bytes()[::-1])
-    reasons = why(BuildContext.load(project))
-    assert [r for r in reasons["add"] if "add_weights.bin changed" in r]
-    assert all(not reasons[m] for m in MODELS if m != "add")
-    code, out, _ = build(project, capsys)
+    reasons = why(BuildContext.load(synth))
+    assert [r for r in reasons["m1"] if "m1_weights.bin changed" in r]
+    assert all(not reasons[m] for m in ("m0", "m2"))
+    code, out, _ = build(synth, capsys)
     assert code == 0
-    assert converted(out) == ["add"] and deployed(out) == ["add"]
-    assert "convert:add: input compiler-out/add/add_weights.bin changed: " in out
-    assert "sha256" in out
+    assert converted(out) == ["m1"] and deployed(out) == ["m1"]
+    assert "convert:m1: input compiler-out/m1/m1_weights.bin changed: " in out
 
 
 def test_config_change_reports_old_and_new(
@@ -116,43 +121,40 @@ def test_config_change_reports_old_and_new(
 ) -> None:
     build(project, capsys)
     cfg = project / "configs" / "relu.toml"
-    cfg.write_text(
-        cfg.read_text().replace(
-            'source = "models/relu.onnx"', 'source = "models/relu.onnx"\ntoolchain = "anecc 2"'
-        )
-    )
+    cfg.write_text(cfg.read_text() + 'toolchain = "anecc 2"\n')
     code, out, _ = build(project, capsys)
     assert code == 0, out
-    assert converted(out) == ["relu"]
+    assert converted(out) == ["relu"] and compiled(out) == []
     old = "'synthetic example (not real ANE code)'"
     assert f"convert:relu: config toolchain changed: {old} -> 'anecc 2'" in out
     assert parse_ane_metadata(project / "build" / "relu_ane.onnx").toolchain == "anecc 2"
-    # A deploy-only change redeploys without reconverting.
-    cfg.write_text(cfg.read_text() + '\n[deploy]\nsubmit_mode = "direct"\n')
+    # A deploy-only change redeploys without reconverting; a check setting is one of those.
+    cfg.write_text(cfg.read_text() + '\n[deploy]\nsubmit_mode = "direct"\n[check]\nseed = 3\n')
     code, out, _ = build(project, capsys)
     assert code == 0, out
     assert converted(out) == [] and deployed(out) == ["relu"]
     assert "deploy:relu: config deploy.submit_mode changed: 'onnx' -> 'direct'" in out
+    assert "deploy:relu: config check.seed changed: 0 -> 3" in out
 
 
 def test_discovered_artefact_added_and_removed(
-    project: Path, capsys: pytest.CaptureFixture[str]
+    synth: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    build(project, capsys)
-    extra = project / "compiler-out" / "add" / "add.td.bin"
-    tsk = (project / "compiler-out" / "add" / "add.tsk").read_bytes()
+    build(synth, capsys)
+    extra = synth / "compiler-out" / "m1" / "m1.td.bin"
+    tsk = (synth / "compiler-out" / "m1" / "m1.tsk").read_bytes()
     extra.write_bytes(tsk)
-    assert any("add.td.bin was added" in r for r in why(BuildContext.load(project))["add"])
-    code, out, _ = build(project, capsys)
+    assert any("m1.td.bin was added" in r for r in why(BuildContext.load(synth))["m1"])
+    code, out, _ = build(synth, capsys)
     assert code == 0, out
-    assert converted(out) == ["add"]
-    assert parse_ane_metadata(project / "build" / "add_ane.onnx").tile_descriptors_len == len(tsk)
+    assert converted(out) == ["m1"]
+    assert parse_ane_metadata(synth / "build" / "m1_ane.onnx").tile_descriptors_len == len(tsk)
     extra.unlink()
-    assert any("add.td.bin was removed" in r for r in why(BuildContext.load(project))["add"])
-    code, out, _ = build(project, capsys)
+    assert any("m1.td.bin was removed" in r for r in why(BuildContext.load(synth))["m1"])
+    code, out, _ = build(synth, capsys)
     assert code == 0, out
-    assert converted(out) == ["add"]
-    assert parse_ane_metadata(project / "build" / "add_ane.onnx").tile_descriptors_len == 0
+    assert converted(out) == ["m1"]
+    assert parse_ane_metadata(synth / "build" / "m1_ane.onnx").tile_descriptors_len == 0
 
 
 def test_output_deleted_or_edited_is_rebuilt(
@@ -163,7 +165,7 @@ def test_output_deleted_or_edited_is_rebuilt(
     out_relu.unlink()
     code, out, _ = build(project, capsys)
     assert code == 0, out
-    assert converted(out) == ["relu"] and out_relu.exists()
+    assert converted(out) == ["relu"] and compiled(out) == [] and out_relu.exists()
     with open(out_relu, "ab") as f:
         f.write(b"\x00")
     assert any("was modified" in r for r in why(BuildContext.load(project))["relu"])
@@ -173,19 +175,33 @@ def test_output_deleted_or_edited_is_rebuilt(
     assert "convert:relu: output build/relu_ane.onnx was modified" in out
 
 
-def test_bad_config_fails_clearly_and_writes_nothing(
+def test_hand_edited_compiler_output_is_recompiled(
     project: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    build(project, capsys)
+    anec = project / "compiler-out" / "relu" / "relu.anec"
+    good = anec.read_bytes()
+    anec.write_bytes(good[:-1] + b"\x01")
+    assert any("relu.anec was modified" in r for r in why(BuildContext.load(project))["relu"])
+    code, out, _ = build(project, capsys)
+    assert code == 0, out
+    assert compiled(out) == ["relu"] and converted(out) == []  # the same bytes came back
+    assert anec.read_bytes() == good
+
+
+def test_bad_config_fails_its_model_only(project: Path) -> None:
     (project / "configs" / "relu.toml").write_text(
-        'source = "models/relu.onnx"\n[artifacts]\n'
-        'anec = "compiler-out/relu/relu.anec"\ntd_size = -3\n'
+        'source = "models/relu.onnx"\n[artifacts]\nanec = "x.anec"\ntd_size = -3\n'
     )
-    proc = subprocess.run(
-        [sys.executable, "-m", "doit"], cwd=project, capture_output=True, text=True, timeout=120
-    )
-    assert proc.returncode != 0
-    assert "configs/relu.toml: artifacts.td_size: must be greater than 0 (got -3)" in proc.stderr
-    assert not (project / "build").exists()
+    proc = doit_cli(project)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    problem = "configs/relu.toml: artifacts.td_size: must be greater than 0 (got -3)"
+    assert f"FAILED relu: config: {problem}" in proc.stdout
+    assert not (project / "build" / "relu_ane.onnx").exists()
+    for name in ("add", "concat", "sigmoid"):
+        assert (project / "build" / f"{name}_ane.onnx").exists(), name
+    assert "Traceback" not in proc.stdout + proc.stderr
+    assert "UnmetDependency" not in proc.stdout + proc.stderr
 
 
 def test_smoke_refuses_the_simulator_unless_allowed(project: Path) -> None:
@@ -200,15 +216,7 @@ def test_smoke_refuses_the_simulator_unless_allowed(project: Path) -> None:
     )
     assert proc.returncode != 0
     assert "refusing to use the simulator" in proc.stdout and "ANE_BUILD_ALLOW_SIM=1" in proc.stdout
-    env["ANE_BUILD_ALLOW_SIM"] = "1"
-    proc = subprocess.run(
-        [sys.executable, "-m", "doit", "smoke"],
-        cwd=project,
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-    )
+    proc = doit_cli(project, "smoke", env={"ANE_BUILD_ALLOW_SIM": "1"})
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "smoke: 4 passed, 0 failed on the simulator" in proc.stdout
     suite = ET.parse(project / "build" / "smoke.xml").getroot()
@@ -219,39 +227,31 @@ def test_smoke_refuses_the_simulator_unless_allowed(project: Path) -> None:
 
 def test_list_and_clean(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
     build(project, capsys)
-    proc = subprocess.run(
-        [sys.executable, "-m", "doit", "list"],
-        cwd=project,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    proc = doit_cli(project, "list")
     assert proc.returncode == 0
     lines = dict(line.split(None, 1) for line in proc.stdout.splitlines())
-    assert set(lines) >= {"convert", "verify", "deploy", "smoke", "summary", "example"}
-    proc = subprocess.run(
-        [sys.executable, "-m", "doit", "clean", "convert", "deploy"],
-        cwd=project,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    assert set(lines) >= {"compile", "convert", "verify", "deploy", "smoke", "orphans", "example"}
+    proc = doit_cli(project, "clean")
     assert proc.returncode == 0, proc.stderr
     assert not list((project / "build").glob("*_ane.onnx"))
     assert not list((project / "build" / "deploy").glob("*.json"))
+    assert not list((project / "compiler-out").glob("*"))
+    proc = doit_cli(project)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "4 model(s) built or deployed, 0 already up to date" in proc.stdout
 
 
 def test_input_state_is_captured_before_the_action(
-    project: Path, capsys: pytest.CaptureFixture[str]
+    synth: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from ane_build.build.checker import FingerprintChecker
     from ane_build.build.context import set_context
 
-    build(project, capsys)
-    ctx = BuildContext.load(project)
+    build(synth, capsys)
+    ctx = BuildContext.load(synth)
     set_context(ctx)
     try:
-        weights = project / "compiler-out" / "add" / "add_weights.bin"
+        weights = synth / "compiler-out" / "m1" / "m1_weights.bin"
         before = ctx.file_state(weights)
         assert before is not None
         # The action snapshots its inputs, then the compiler rewrites one while we build.
@@ -272,30 +272,17 @@ def test_input_state_is_captured_before_the_action(
 
 def test_fresh_example_project_builds_then_noops(tmp_path: Path) -> None:
     """The README's main job: a clone with no generated inputs, `doit` twice."""
-    root = tmp_path / "clone"
-    root.mkdir()
-    shutil.copytree(REPO / "configs", root / "configs")
-    shutil.copy(REPO / "synthetic.toml", root / "synthetic.toml")
-    shutil.copy(REPO / "dodo.py", root / "dodo.py")
-    first = subprocess.run(
-        [sys.executable, "-m", "doit"], cwd=root, capture_output=True, text=True, timeout=300
-    )
+    root = example_project(tmp_path / "clone", generate=False)
+    first = doit_cli(root)
     assert first.returncode == 0, first.stdout + first.stderr
     assert "4 model(s) built or deployed, 0 already up to date" in first.stdout
     assert "not run on ANE hardware" in first.stdout
-    second = subprocess.run(
-        [sys.executable, "-m", "doit"], cwd=root, capture_output=True, text=True, timeout=300
-    )
+    second = doit_cli(root)
     assert second.returncode == 0
-    ran = [line for line in second.stdout.splitlines() if line.startswith(".  ")]
-    assert ran == [".  summary"], second.stdout
-    assert "all 4 model(s) up to date" in second.stdout
+    assert second.stdout.strip() == "summary: all 4 model(s) up to date", second.stdout
 
 
 def test_watch_command_rebuilds_and_exits_0_on_ctrl_c(project: Path) -> None:
-    import signal
-    import time
-
     proc = subprocess.Popen(
         [sys.executable, "-m", "ane_build", "watch"],
         cwd=project,
@@ -321,3 +308,31 @@ def test_watch_command_rebuilds_and_exits_0_on_ctrl_c(project: Path) -> None:
     assert proc.returncode == 130, err
     assert "watching" in err and "watch: built" in err
     assert err.rstrip().endswith("ane-build watch: interrupted") and "Traceback" not in err
+
+
+def test_report_json_holds_status_reasons_timings_and_metrics(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    build(project, capsys)
+    report = json.loads((project / "build" / "report.json").read_text())
+    assert report["schema"] == 1 and report["counts"] == {"models": 4, "touched": 4, "failed": 0}
+    relu = report["models"]["relu"]
+    assert relu["status"] == "ok" and relu["failed_step"] is None
+    assert set(relu["steps"]) == {"compile", "convert", "verify", "deploy"}
+    compile_step = relu["steps"]["compile"]
+    assert compile_step["status"] == "built" and compile_step["this_run"] is True
+    assert compile_step["seconds"] > 0 and compile_step["compiler_seconds"] > 0
+    assert "no build record (never built here, or the state was reset)" in compile_step["reasons"]
+    assert relu["check"]["passed"] is True and relu["check"]["outputs"][0]["name"] == "y"
+    assert (
+        relu["deploy"]["simulated"] is True and relu["container"]["path"] == "build/relu_ane.onnx"
+    )
+    # A later run that rebuilds one model keeps the others' last results, marked up to date.
+    cfg = project / "configs" / "add.toml"
+    cfg.write_text(cfg.read_text() + 'toolchain = "x"\n')
+    build(project, capsys)
+    report = json.loads((project / "build" / "report.json").read_text())
+    assert report["counts"]["touched"] == 1
+    assert report["models"]["add"]["steps"]["convert"]["status"] == "built"
+    assert report["models"]["relu"]["steps"]["convert"]["status"] == "up to date"
+    assert report["models"]["relu"]["check"]["passed"] is True
