@@ -192,3 +192,34 @@ def test_erange_reaches_the_cli_by_name(tmp_path: Path, capsys: pytest.CaptureFi
     err = capsys.readouterr().err
     assert code == 1 and "Traceback" not in err
     assert "ERANGE" in err, err
+
+
+def test_a_bundles_io_table_reaches_the_container_and_verify(tmp_path: Path) -> None:
+    from ane_build.container import parse_ane_metadata, verify_container
+
+    source = relu_model(tmp_path / "m.onnx")  # x, y: 1x64x1x1
+
+    def convert(channels: int) -> Path:
+        io = {
+            "4": {"role": "output", "name": "y", "c": channels},
+            "5": {"role": "input", "name": "x", "c": channels},
+        }
+        bundle = seed_bundle(tmp_path / f"{channels}" / "bundle.json", make_chain(), io=io)
+        output = tmp_path / f"m{channels}_ane.onnx"
+        assert convert_main([str(source), "--bundle", str(bundle), "-o", str(output)]) == 0
+        return output
+
+    def graph_check(path: Path) -> tuple[bool, str]:
+        [check] = [c for c in verify_container(path).checks if c.name == "graph vs program"]
+        return check.ok, check.detail
+
+    right = convert(64)
+    meta = parse_ane_metadata(right)
+    assert {s: (v.role, v.name, v.c) for s, v in meta.io.items()} == {
+        4: ("output", "y", 64),
+        5: ("input", "x", 64),
+    }
+    assert meta.tiles == {4: PAGE_SIZE, 5: PAGE_SIZE}
+    assert graph_check(right)[0]
+    ok, detail = graph_check(convert(77))
+    assert not ok and "x [1, 64, 1, 1]; ane.io has slot 5 1x77x1x1" in detail
