@@ -7,6 +7,7 @@ import contextlib
 import hashlib
 import json
 import os
+import shutil
 import sqlite3
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -245,6 +246,17 @@ def generate_all(root: Path) -> list[Path]:
     return written
 
 
+def example_project(root: Path) -> Path:
+    """A copy of this repository's example project at ``root``, its synthetic inputs generated."""
+    repo = Path(__file__).resolve().parents[1]
+    root.mkdir(parents=True)
+    shutil.copytree(repo / "configs", root / "configs")
+    shutil.copy(repo / "synthetic.toml", root / "synthetic.toml")
+    (root / "dodo.py").write_text("from ane_build.dodo import *  # noqa: F403\n")
+    generate_all(root)
+    return root
+
+
 def encode_entry(key: bytes, value: bytes) -> bytes:
     """Encode a StringStringEntryProto body (key = field 1, value = field 2)."""
     return (
@@ -289,8 +301,10 @@ def io_slots(inputs: Sequence[str], outputs: Sequence[str], shape: Sequence[int]
     return slots
 
 
-def synthetic_container(source: Path, output: Path, io: dict[int, Any]) -> Path:
-    """``source`` with a two-descriptor synthetic program and the given ``ane.io``."""
+def synthetic_container(
+    source: Path, output: Path, io: dict[int, Any], *, toolchain: str | None = None
+) -> Path:
+    """``source`` with a two-descriptor synthetic program, the given ``ane.io`` and toolchain."""
     from ane_build.container import embed_ane_metadata
     from ane_build.formats.payload import PayloadRef
     from ane_build.formats.tiling import layout_for
@@ -306,6 +320,7 @@ def synthetic_container(source: Path, output: Path, io: dict[int, Any]) -> Path:
         td_count=2,
         io=io,
         tiles=tiles,
+        toolchain=toolchain,
     )
     return output
 

@@ -15,7 +15,7 @@ from .actions import convert_action, deploy_action, say, summary_action, verify_
 from .context import context
 from .layout import DEPLOY_DIR, SMOKE_XML, SYNTHETIC_FILE
 from .reasons import output_changed
-from .smoke import ALLOW_SIM_ENV, smoke_action
+from .smoke import ALLOW_SIM_ENV, SMOKE_JSON, smoke_action
 from .state import FileState
 
 TaskDict = dict[str, Any]
@@ -147,15 +147,34 @@ def gen_summary() -> TaskDict:
     }
 
 
-def gen_smoke() -> TaskDict:
-    """Task: CI smoke run on a real device."""
+# Options of ``doit smoke`` (doit's task-parameter format; `ane_build.dodo` declares them).
+SMOKE_PARAMS: list[dict[str, Any]] = [
+    {
+        "name": "shard",
+        "long": "shard",
+        "type": str,
+        "default": "",
+        "help": "K/N: run only shard K of N (cases split by a hash of their name)",
+    },
+    {
+        "name": "repeat",
+        "long": "repeat",
+        "type": int,
+        "default": 0,
+        "help": "N: time N more runs of every checked case (latency min/median/p99)",
+    },
+]
+
+
+def gen_smoke(shard: str = "", repeat: int = 0) -> TaskDict:
+    """Task: CI smoke run on a real device: check every model and the ANE_SAMPLES_DIR samples."""
     ctx = context()
     return {
         "basename": "smoke",
-        "doc": f"submit every model on real ANE hardware (simulator only with {ALLOW_SIM_ENV}=1)",
-        "actions": [smoke_action],
+        "doc": f"check every model on real ANE hardware (simulator only with {ALLOW_SIM_ENV}=1)",
+        "actions": [(smoke_action, [], {"shard": shard, "repeat": repeat})],
         "task_dep": ["verify"],
-        "targets": [os.fspath(ctx.root / SMOKE_XML)],
+        "targets": [os.fspath(ctx.root / SMOKE_XML), os.fspath(ctx.root / SMOKE_JSON)],
         "uptodate": [False],
         "verbosity": 2,
     }

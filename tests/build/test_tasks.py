@@ -3,7 +3,6 @@ import os
 import shutil
 import subprocess
 import sys
-import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
@@ -12,7 +11,7 @@ from ane_build.build.context import BuildContext
 from ane_build.build.reasons import why
 from ane_build.build.runner import run_doit
 from ane_build.container.metadata import parse_ane_metadata
-from tests.helpers import generate_all
+from tests.helpers import example_project
 
 REPO = Path(__file__).resolve().parents[2]
 MODELS = ["add", "concat", "relu", "sigmoid"]
@@ -21,12 +20,7 @@ MODELS = ["add", "concat", "relu", "sigmoid"]
 @pytest.fixture
 def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A copy of the example project with its synthetic inputs generated."""
-    root = tmp_path / "proj"
-    root.mkdir()
-    shutil.copytree(REPO / "configs", root / "configs")
-    shutil.copy(REPO / "synthetic.toml", root / "synthetic.toml")
-    (root / "dodo.py").write_text("from ane_build.dodo import *  # noqa: F403\n")
-    generate_all(root)
+    root = example_project(tmp_path / "proj")
     monkeypatch.chdir(root)
     return root
 
@@ -186,35 +180,6 @@ def test_bad_config_fails_clearly_and_writes_nothing(
     assert proc.returncode != 0
     assert "configs/relu.toml: artifacts.td_size: must be greater than 0 (got -3)" in proc.stderr
     assert not (project / "build").exists()
-
-
-def test_smoke_refuses_the_simulator_unless_allowed(project: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if k != "ANE_BUILD_ALLOW_SIM"}
-    proc = subprocess.run(
-        [sys.executable, "-m", "doit", "smoke"],
-        cwd=project,
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-    )
-    assert proc.returncode != 0
-    assert "refusing to use the simulator" in proc.stdout and "ANE_BUILD_ALLOW_SIM=1" in proc.stdout
-    env["ANE_BUILD_ALLOW_SIM"] = "1"
-    proc = subprocess.run(
-        [sys.executable, "-m", "doit", "smoke"],
-        cwd=project,
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "smoke: 4 passed, 0 failed on the simulator" in proc.stdout
-    suite = ET.parse(project / "build" / "smoke.xml").getroot()
-    assert suite.tag == "testsuite" and suite.get("tests") == "4" and suite.get("failures") == "0"
-    assert sorted(c.get("name") for c in suite.iter("testcase")) == MODELS
-    assert suite.find("properties/property[@name='simulated']").get("value") == "true"
 
 
 def test_list_and_clean(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
