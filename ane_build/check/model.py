@@ -110,7 +110,8 @@ def check_model(
         raise InputError(f"{path}: an .anec file has no graph to check against: give its source")
     graph = Path(source) if source is not None else path
     graph_inputs, graph_outputs = graph_io(graph, dims={})
-    fed = resolve_inputs(graph_inputs, data=data, files=files, seed=seed)
+    names = [spec.name for spec in graph_outputs]
+    fed = resolve_inputs(graph_inputs, data=data, files=files, seed=seed, outputs=names)
     with AneModel.load(device, path) as model:
         ins = _paired(model, graph_inputs, "input")
         outs = _paired(model, graph_outputs, "output")

@@ -376,3 +376,31 @@ def test_zero_padding_after_the_chain_runs(tail: bytes, ok: bool) -> None:
         raw.submit(**fields)
     else:
         assert _errno(raw.submit, **fields) == errno.ETIMEDOUT
+
+
+def test_the_kernel_works_through_a_live_user_mapping_instead_of_its_own() -> None:
+    # A second mapping of the same pages would count them twice in the process's RSS.
+    raw = Raw()
+    weights = make_weights(3000, seed=2)
+    data = container(ane_entries(weights=weights))
+    cmd, btsp = raw.bo_init(len(data) + 1), raw.bo_init(TD)
+    raw.write(btsp, build_bootstrap(MICROCODE, TD))
+    with raw.kernel.mmap(raw.fd, cmd.size, cmd.offset) as whole:
+        whole[: len(data)] = data
+        req = raw.submit(
+            tsk_size=1,
+            td_count=1,
+            td_size=TD,
+            handles={0: cmd.handle},
+            btsp_handle=btsp.handle,
+            pad=uapi.ANE_SUBMIT_FLAG_ONNX,
+        )
+        at = len(MICROCODE) + -len(MICROCODE) % 16
+        assert whole[at : at + len(weights)] == weights and req.tsk_size == len(MICROCODE)
+        # Only the bootstrap BO, written through a mapping closed before the submit, needed one.
+        assert raw.kernel.own_mappings == 1
+    assert raw.kernel.bo_bytes(cmd.handle)[at : at + len(weights)] == weights
+    assert raw.kernel.own_mappings == 2
+    raw.bo_free(cmd.handle)
+    raw.bo_free(btsp.handle)
+    assert raw.kernel.own_mappings == 0
