@@ -10,14 +10,11 @@ and say so. This module must not choose the device, print or write files.
 from __future__ import annotations
 
 import math
-import statistics
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
-
-import numpy as np
 
 from ..check import ModelCheck, check_model
 from ..check.compare import OutputReport
@@ -27,7 +24,7 @@ from ..deploy import deploy_container
 from ..driver.device import ANEDevice
 from ..errors import AneError
 from ..run import SubmitMode
-from ..run.model import AneModel
+from ..run.latency import latency
 from ..synthetic.chains import is_synthetic
 from .junit import Case
 
@@ -70,37 +67,14 @@ def _num(value: float) -> str:
 
 
 def latency_figures(seconds: Sequence[float]) -> dict[str, str]:
-    """``latency_{min,median,p99}_ms`` of run times; p99 is the nearest-rank 99th percentile."""
-    ordered = sorted(seconds)
-    p99 = ordered[max(math.ceil(0.99 * len(ordered)) - 1, 0)]
+    """``latency_{min,median,p99}_ms`` properties of run times (see `run.latency.latency`)."""
+    figures = latency(seconds)
     return {
-        "repeat": str(len(ordered)),
-        "latency_min_ms": _num(ordered[0] * 1e3),
-        "latency_median_ms": _num(statistics.median(ordered) * 1e3),
-        "latency_p99_ms": _num(p99 * 1e3),
+        "repeat": str(figures["runs"]),
+        "latency_min_ms": _num(figures["min_ms"]),
+        "latency_median_ms": _num(figures["median_ms"]),
+        "latency_p99_ms": _num(figures["p99_ms"]),
     }
-
-
-def _repeat_latency(
-    device: ANEDevice, path: Path, inputs: Mapping[str, np.ndarray], repeat: int
-) -> dict[str, str]:
-    """Run the program ``repeat`` more times on the check's inputs; its latency figures.
-
-    The inputs are paired with the program's in order, as `check_model` pairs them; the first
-    run is a warm-up (in ONNX mode the kernel translates the container on it).
-    """
-    with AneModel.load(device, path) as model:
-        feeds = {
-            info.name: value.reshape(info.shape)
-            for info, value in zip(model.inputs, inputs.values(), strict=True)
-        }
-        model.run(feeds)
-        times = []
-        for _ in range(repeat):
-            start = time.perf_counter()
-            model.run(feeds)
-            times.append(time.perf_counter() - start)
-    return latency_figures(times)
 
 
 def _output_properties(report: OutputReport) -> dict[str, str]:
@@ -169,15 +143,22 @@ def _checked_case(
 
 
 def _run_check(
-    device: ANEDevice, path: Path, source: Path | None, settings: CaseSettings
+    device: ANEDevice,
+    path: Path,
+    source: Path | None,
+    settings: CaseSettings,
+    mode: SubmitMode | None = None,
 ) -> tuple[ModelCheck, dict[str, str]]:
     check = check_model(
-        device, path, source=source, seed=settings.seed, cache_dir=settings.cache_dir
+        device,
+        path,
+        source=source,
+        seed=settings.seed,
+        cache_dir=settings.cache_dir,
+        mode=mode,
+        repeat=settings.repeat,
     )
-    latency = (
-        _repeat_latency(device, path, check.inputs, settings.repeat) if settings.repeat else {}
-    )
-    return check, latency
+    return check, latency_figures(check.repeat_seconds) if check.repeat_seconds else {}
 
 
 def _failed(classname: str, name: str, start: float, exc: AneError, ran_on: str) -> Case:
@@ -210,7 +191,7 @@ def model_case(
                 message="synthetic container (not real ANE code): not submitted to hardware",
             )
         if meta.io:
-            check, latency = _run_check(device, container, None, settings)
+            check, latency = _run_check(device, container, None, settings, mode)
             return _checked_case(
                 MODEL_CLASS,
                 name,
