@@ -13,7 +13,7 @@ import traceback
 from collections.abc import Callable, Sequence
 
 from ..errors import AneError
-from . import containers, project
+from . import containers, llm, project
 from .common import EXIT_FAILED, EXIT_INTERRUPTED
 
 
@@ -24,6 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     containers.add_parsers(sub)
     project.add_parsers(sub)
+    llm.add_parsers(sub)
     return parser
 
 
