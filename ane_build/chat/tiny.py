@@ -20,6 +20,8 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import NDArray
 
+from ..llm.graphs import IR_VERSION, OPSET
+from ..llm.safetensors import write_safetensors
 from ._deps import require
 from .errors import ChatError
 from .template import TINYLLAMA_CHAT_TEMPLATE
@@ -27,10 +29,9 @@ from .template import TINYLLAMA_CHAT_TEMPLATE
 log = logging.getLogger(__name__)
 
 #: Bumped whenever the files written change, so cached builds are redone.
-FORMAT_VERSION = 1
-OPSET = 17
-#: onnxruntime 1.17 (the oldest the [chat] extra allows) reads IR version 9.
-IR_VERSION = 9
+FORMAT_VERSION = 2
+#: The Hugging Face checkpoint written beside the ONNX export, from the same weights.
+CHECKPOINT_FILE = "model.safetensors"
 
 BOS, EOS, UNK = "<s>", "</s>", "<unk>"
 ROLE_TOKENS = ("<|system|>", "<|user|>", "<|assistant|>")
@@ -213,16 +214,24 @@ class _Graph:
 
 
 class _Weights:
-    """Deterministic random weights, drawn in a fixed order from one seeded generator."""
+    """Deterministic random weights, drawn in a fixed order from one seeded generator.
+
+    Every value is a float16 number stored as float32, as a checkpoint trained or shipped in
+    half precision holds: a float16 engine then runs exactly the export's weights.
+    """
 
     def __init__(self, seed: int) -> None:
         self.rng = np.random.default_rng(seed)
 
     def normal(self, shape: tuple[int, ...], std: float) -> NDArray[np.float32]:
-        return (self.rng.standard_normal(shape) * std).astype(np.float32)
+        return _half_exact(self.rng.standard_normal(shape) * std)
 
     def norm(self, size: int) -> NDArray[np.float32]:
-        return (1.0 + self.rng.standard_normal(size) * 0.1).astype(np.float32)
+        return _half_exact(1.0 + self.rng.standard_normal(size) * 0.1)
+
+
+def _half_exact(values: NDArray[np.float64]) -> NDArray[np.float32]:
+    return values.astype(np.float16).astype(np.float32)
 
 
 def build_model(config: TinyLlamaConfig, vocab_size: int) -> Any:
@@ -413,14 +422,41 @@ def build_model(config: TinyLlamaConfig, vocab_size: int) -> Any:
     return model
 
 
+# Initializers of the export that are a Linear layer's weight, stored [in, out] for MatMul; a
+# Hugging Face checkpoint stores them [out, in].
+_LINEAR_SUFFIXES = ("_proj.weight", "lm_head.weight")
+
+
+def checkpoint_weights(model: Any) -> dict[str, NDArray[Any]]:
+    """The export's weights as a Hugging Face LLaMA checkpoint holds them.
+
+    The weights keep their names; projections and the LM head are transposed to ``[out, in]``;
+    the graph's own constants (shape values, rotary frequencies) are left out.
+
+    Args:
+        model: The ``onnx.ModelProto`` of `build_model`.
+    """
+    from onnx import numpy_helper
+
+    out: dict[str, NDArray[Any]] = {}
+    for tensor in model.graph.initializer:
+        name = tensor.name
+        if not (name.startswith("model.") or name == "lm_head.weight"):
+            continue
+        array = numpy_helper.to_array(tensor)
+        out[name] = np.ascontiguousarray(array.T) if name.endswith(_LINEAR_SUFFIXES) else array
+    return out
+
+
 def write_tiny_llama(
     out_dir: Path, config: TinyLlamaConfig | None = None, *, external_data: bool = False
 ) -> Path:
-    """Write the tiny model folder: model, tokenizer and configs.
+    """Write the tiny model folder: model, Hugging Face checkpoint, tokenizer and configs.
 
-    Files: ``model.onnx`` (plus ``model.onnx.data`` with ``external_data``), ``tokenizer.json``,
-    ``tokenizer_config.json``, ``config.json``, ``generation_config.json``. ``config.json`` is
-    written last, so an interrupted build is never taken for a finished one.
+    Files: ``model.onnx`` (plus ``model.onnx.data`` with ``external_data``), ``model.safetensors``
+    (the same weights in Hugging Face's names and layout, see `checkpoint_weights`),
+    ``tokenizer.json``, ``tokenizer_config.json``, ``config.json``, ``generation_config.json``.
+    ``config.json`` is written last, so an interrupted build is never taken for a finished one.
 
     Args:
         out_dir: Folder to create or overwrite.
@@ -447,6 +483,7 @@ def write_tiny_llama(
         {"bos_token_id": 1, "eos_token_id": 2, "max_length": config.max_position_embeddings},
     )
     model = build_model(config, vocab)
+    write_safetensors(out_dir / CHECKPOINT_FILE, checkpoint_weights(model))
     if external_data:
         # Small tensors (shape constants) stay inline: onnxruntime's shape inference reads them
         # while loading, before external data is attached.
@@ -477,7 +514,7 @@ def ensure_tiny_llama(out_dir: Path, config: TinyLlamaConfig | None = None) -> b
         existing = json.loads((Path(out_dir) / "config.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         existing = {}
-    files = ("model.onnx", "tokenizer.json", "tokenizer_config.json")
+    files = ("model.onnx", CHECKPOINT_FILE, "tokenizer.json", "tokenizer_config.json")
     if existing.get("ane_build_tiny") == stamp and all(
         (Path(out_dir) / f).is_file() for f in files
     ):

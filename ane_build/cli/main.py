@@ -14,7 +14,7 @@ import traceback
 from collections.abc import Callable, Sequence
 
 from ..errors import AneError, InputError
-from . import containers, junit, project, running
+from . import containers, junit, llm, project, running
 from .common import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED
 
 
@@ -27,6 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     running.add_parsers(sub)
     project.add_parsers(sub)
     junit.add_parsers(sub)
+    llm.add_parsers(sub)
     return parser
 
 

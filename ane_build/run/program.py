@@ -29,7 +29,7 @@ from ..driver.device import ANEDevice, BufferObject, Submission
 from ..errors import AneDeviceError, InputError, ModelFileError, SubmitValidationError
 from ..formats.microcode import build_bootstrap, check_chain, walk_chain
 from ..formats.payload import IoSlot
-from ..formats.tiling import tile, untile
+from ..formats.tiling import FP16_LE, tile, to_fp16, untile
 
 SubmitMode = Literal["onnx", "direct"]
 _COPY_CHUNK = 8 << 20
@@ -355,6 +355,62 @@ class AneProgram(Closing):
                 )
             prepared[name] = array.reshape(io.n, io.c, io.h, io.w)
         return prepared
+
+    def write_region(self, name: str, values: np.ndarray, *, row: int = 0, column: int = 0) -> int:
+        """Write a block into part of an input's buffer, in the ANE layout; leave the rest as is.
+
+        ``values`` is ``(N, C, h, w)`` (lower ranks get leading 1s) with the slot's N and C; it
+        lands at rows ``row`` to ``row + h`` and columns ``column`` to ``column + w`` of every
+        plane. A state the program reads every run (a KV cache, a mask) then takes its new rows
+        in place instead of being laid out whole again. `run` leaves inputs it is not given as
+        they are.
+
+        Returns:
+            Bytes of tensor data written.
+
+        Raises:
+            SubmitValidationError: The program has no input of that name, or its buffer is too
+                small for the tensor its slot says it holds.
+            InputError: The block has another N or C, or does not fit the tensor at that place.
+        """
+        slot = next(
+            (
+                s
+                for s, io in self.io.items()
+                if io.role == "input" and (io.name or f"slot{s}") == name
+            ),
+            None,
+        )
+        if slot is None:
+            raise SubmitValidationError(f"{self.label}: no input {name!r}")
+        io, bo = self.io[slot], self.buffers[slot]
+        block = to_fp16(values)
+        if block.ndim > 4:
+            raise InputError(f"{self.label}: input {name!r}: a block of rank {block.ndim}")
+        n, c, h, w = (1,) * (4 - block.ndim) + block.shape
+        if (n, c) != (io.n, io.c) or min(row, column) < 0 or row + h > io.h or column + w > io.w:
+            raise InputError(
+                f"{self.label}: input {name!r} ({io.n}x{io.c}x{io.h}x{io.w}) cannot take a "
+                f"{n}x{c}x{h}x{w} block at row {row}, column {column}"
+            )
+        if not block.size:
+            return 0
+        end = (n * c - 1) * io.plane_stride + (io.h - 1) * io.row_stride + io.w * 2
+        if end > bo.size:
+            raise SubmitValidationError(
+                f"{self.label}: slot {slot} ({bo.size} bytes) is too small for {name!r}"
+            )
+        with bo.view.cast("B") as raw:
+            target: np.ndarray = np.ndarray(
+                (n, c, h, w),
+                dtype=FP16_LE,
+                buffer=raw,
+                offset=row * io.row_stride + column * 2,
+                strides=(c * io.plane_stride, io.plane_stride, io.row_stride, 2),
+            )
+            target[...] = block.reshape(n, c, h, w)
+            del target
+        return block.size * 2
 
     def _read_outputs(self) -> dict[str, np.ndarray]:
         return {
