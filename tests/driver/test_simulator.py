@@ -1,6 +1,7 @@
 import base64
 import errno
 import mmap
+from pathlib import Path
 
 import pytest
 
@@ -404,3 +405,32 @@ def test_the_kernel_works_through_a_live_user_mapping_instead_of_its_own() -> No
     raw.bo_free(cmd.handle)
     raw.bo_free(btsp.handle)
     assert raw.kernel.own_mappings == 0
+
+
+def test_a_translated_program_loads_its_graph_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import numpy as np
+    import onnxruntime as ort
+
+    from ane_build import AneModel
+    from ane_build.driver.device import ANEDevice
+    from tests.helpers import graph_model, io_slots, synthetic_container
+
+    shape = (1, 2, 3, 4)
+    source = graph_model(tmp_path / "m.onnx", [("Neg", "y")], shape)
+    container = synthetic_container(source, tmp_path / "m_ane.onnx", io_slots(["x"], ["y"], shape))
+    made = []
+    real = ort.InferenceSession
+
+    def counting(*args: object, **kwargs: object) -> object:
+        made.append(args)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(ort, "InferenceSession", counting)
+    x = np.arange(24, dtype=np.float16).reshape(shape)
+    with ANEDevice.simulated() as dev, AneModel.load(dev, container) as model:
+        outs = [model.run({"x": x + i})["y"] for i in range(20)]
+    assert len(made) == 1
+    for i, out in enumerate(outs):
+        np.testing.assert_array_equal(out, -(x + i))

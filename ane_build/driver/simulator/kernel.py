@@ -27,7 +27,7 @@ from ...errors import DeviceNotFoundError, InvalidArgumentError
 from .. import uapi
 from ..kernel_onnx import prepare_submit
 from .engine import EngineHangError, run_chain
-from .evaluate import EvaluationError, evaluate, graph_and_io, parse_io
+from .evaluate import EvaluationError, Graph, evaluate, graph_and_io
 from .faults import check_faults
 
 log = logging.getLogger(__name__)
@@ -107,8 +107,7 @@ class _Program:
     """
 
     microcode_sha256: str
-    model: bytes
-    io: bytes
+    graph: Graph
 
 
 @dataclass
@@ -459,7 +458,7 @@ class SimulatedKernel:
         self._programs.pop(cmd.handle, None)
         if evaluation is not None:
             code = cmd.view[: verdict.tsk_size]
-            self._programs[cmd.handle] = _Program(_sha256(code), *evaluation)
+            self._programs[cmd.handle] = _Program(_sha256(code), Graph(*evaluation))
 
     def _program_of(self, cmd: _Bo | None, req: uapi.drm_ane_submit) -> _Program | None:
         if cmd is None:
@@ -484,7 +483,7 @@ class SimulatedKernel:
         if program is None:
             return (), None
         try:
-            slots = parse_io(program.io)
+            slots = program.graph.slots
             if not any(slot.role == "output" for slot in slots.values()):
                 return (), None
             views = {
@@ -492,7 +491,7 @@ class SimulatedKernel:
                 for s in slots
                 if 0 <= s < uapi.ANE_TILE_COUNT and req.handles[s]
             }
-            return evaluate(program.model, slots, views, self.output_faults), None
+            return evaluate(program.graph, views, self.output_faults), None
         except (EvaluationError, KeyError) as exc:
             # The kernel accepted the submit; only the CPU stand-in for the engine failed.
             log.warning("simulator: outputs not computed: %s", exc)
