@@ -27,43 +27,15 @@ import json
 import mmap
 import os
 import shutil
-import subprocess
-import sys
 import tempfile
 import time
 import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
 
-from _models import TD_SIZE, big_model, microcode
+from _models import MIB, big_container, proc_status, run_child
 
 TARGET = 2.0
-MIB = 1 << 20
-
-
-def _make_container(folder: Path, size: int) -> Path:
-    import numpy as np
-
-    from ane_build.container.metadata import embed_ane_metadata
-    from ane_build.formats.payload import PayloadRef
-
-    source = big_model(folder / "source.onnx", 4096)
-    weights = folder / "weights.bin"
-    rng = np.random.default_rng(1)
-    with open(weights, "wb") as f:
-        for start in range(0, size, 64 * MIB):
-            f.write(rng.bytes(min(64 * MIB, size - start)))
-    output = folder / "model_ane.onnx"
-    embed_ane_metadata(
-        source,
-        output,
-        microcode=PayloadRef.from_bytes(microcode()),
-        td_size=TD_SIZE,
-        td_count=1,
-        weights=PayloadRef.from_file(weights),
-        toolchain="bench",
-    )
-    return output
 
 
 def _value_span(container: bytes, key: bytes) -> tuple[int, int]:
@@ -102,20 +74,6 @@ def _baseline(container: bytes, spans: list[tuple[int, int]]) -> tuple[float, fl
     return decode, scan
 
 
-def _memory() -> dict[str, int]:
-    """This process's peak RSS (VmHWM), private (RssAnon) and mapped-shmem RSS, in bytes.
-
-    Not ``ru_maxrss``: Linux carries that over from the parent through fork and exec.
-    """
-    fields = {}
-    with open("/proc/self/status") as status:
-        for line in status:
-            name, _, value = line.partition(":")
-            if name in ("VmHWM", "RssAnon", "RssShmem"):
-                fields[name] = int(value.split()[0]) * 1024
-    return fields
-
-
 def _child_submit(path: Path, weights_sha256: str) -> None:
     """Run in a fresh process: prepare_submit on a memfd BO; print what it cost as JSON."""
     from ane_build.driver.kernel_onnx import prepare_submit
@@ -129,7 +87,7 @@ def _child_submit(path: Path, weights_sha256: str) -> None:
         with open(path, "rb") as src, open(fd, "wb", closefd=False) as dst:
             shutil.copyfileobj(src, dst, 16 * MIB)
         with mmap.mmap(fd, bo_size) as bo:
-            before = _memory()
+            before = proc_status("VmHWM", "RssAnon", "RssShmem")
             tracemalloc.start()
             with memoryview(bo) as view:
                 start = time.perf_counter()
@@ -137,7 +95,7 @@ def _child_submit(path: Path, weights_sha256: str) -> None:
                 wall = time.perf_counter() - start
             heap_peak = tracemalloc.get_traced_memory()[1]
             tracemalloc.stop()
-            after = _memory()
+            after = proc_status("VmHWM", "RssAnon", "RssShmem")
             at = round_up(verdict.tsk_size, ANE_CMD_GRAN)
             written = hashlib.sha256(bo[at : at + verdict.weights_len]).hexdigest()
     finally:
@@ -180,13 +138,7 @@ def _gate(container: bytes, runs: int) -> bool:
 
 
 def _report_submit(path: Path, weights_sha256: str) -> bool:
-    out = subprocess.run(
-        [sys.executable, __file__, "--child-submit", os.fspath(path), weights_sha256],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
-    child = json.loads(out)
+    child = run_child(__file__, "--child-submit", os.fspath(path), weights_sha256)
     size = path.stat().st_size
     mib = {key: value / MIB for key, value in child.items() if key != "ok"}
     print(
@@ -215,7 +167,7 @@ def main() -> int:
         return 0
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
         start = time.perf_counter()
-        path = _make_container(Path(tmp), args.size_mb * MIB)
+        path = big_container(Path(tmp), args.size_mb * MIB)
         print(f"built {path.name} in {time.perf_counter() - start:.1f} s")
         weights_sha256 = _sha256_file(Path(tmp) / "weights.bin")
         passed = _gate(path.read_bytes(), args.runs)

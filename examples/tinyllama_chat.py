@@ -1,15 +1,22 @@
 #!/usr/bin/env python3
-"""Chat with a TinyLlama-style ONNX model: streamed answers, KV cache across turns, timings.
+"""Chat with a TinyLlama-style model: streamed answers, KV cache across turns, timings.
 
-Usage: examples/tinyllama_chat.py [MODEL_DIR] [--device auto|sim|PATH] [--system TEXT]
-       [--prompt TEXT|-] [--max-new-tokens N] [--temperature T] [--top-k K] [--top-p P]
-       [--repetition-penalty R] [--seed S] [--ane-container PATH]
+Usage: examples/tinyllama_chat.py [MODEL] [--backend auto|ane|ort] [--device auto|sim|PATH]
+       [--system TEXT] [--prompt TEXT|-] [--max-new-tokens N] [--temperature T] [--top-k K]
+       [--top-p P] [--repetition-penalty R] [--seed S] [--ane-container PATH]
 
-MODEL_DIR holds model.onnx (external data beside it is fine), tokenizer.json, config.json or an
-onnxruntime-genai genai_config.json, and, ideally, the model's chat template (chat_template.jinja or
-in tokenizer_config.json; without one the TinyLlama format is used, with a warning). Without
-MODEL_DIR a tiny random-weight demo model is built once under build/tiny-llama/ in the current
-directory: it answers gibberish, but exercises every part of the pipeline.
+Backends: ``ort`` runs one ONNX export with onnxruntime; MODEL holds model.onnx (external data
+beside it is fine), tokenizer.json, config.json or an onnxruntime-genai genai_config.json, and,
+ideally, the chat template (chat_template.jinja or in tokenizer_config.json; without one the
+TinyLlama format is used, with a warning). ``ane`` runs a split folder (``ane-build llm split``):
+chunks with a container go to the ANE (or the simulator, --device sim), the rest to onnxruntime,
+and the stats line says which ran where. ``auto`` takes ane for a split folder (manifest.json) and
+ort for an export; without MODEL it runs the demo on ort.
+
+Without MODEL a tiny random-weight demo model is built once under build/tiny-llama/ in the current
+directory: it answers gibberish, but exercises every part of the pipeline. With --backend ane the
+demo is also split into chunks and packaged with synthetic programs (not real ANE code), which
+run on the simulator, so `--backend ane` and `--backend ort` compare in one command each.
 
 Interactive mode: /reset clears the history, /quit or Ctrl-D exits, Ctrl-C stops the current
 answer. With --prompt the script answers once and exits (status 1 if the message does not fit
@@ -26,10 +33,11 @@ import sys
 from pathlib import Path
 
 from ane_build.chat.ane import run_ane_step
+from ane_build.chat.backend import BACKENDS, AneDecoder
+from ane_build.chat.demo import ensure_demo
 from ane_build.chat.errors import ContextOverflowError
 from ane_build.chat.sampling import SamplingConfig
 from ane_build.chat.session import ChatModel, ChatSession
-from ane_build.chat.tiny import ensure_tiny_llama
 from ane_build.errors import AneError
 
 TINY_DIR = Path("build") / "tiny-llama"
@@ -44,8 +52,13 @@ def note(text: str) -> None:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """The command line."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("model_dir", nargs="?", type=Path, help="model folder (default: tiny demo)")
-    parser.add_argument("--device", default="auto", help="auto, sim or a device path (ANE step)")
+    parser.add_argument(
+        "model_dir", nargs="?", type=Path, help="model or split folder (default: tiny demo)"
+    )
+    parser.add_argument(
+        "--backend", choices=BACKENDS, default="auto", help="what generates tokens (see above)"
+    )
+    parser.add_argument("--device", default="auto", help="auto, sim or a device path (ANE)")
     parser.add_argument("--system", default="You are a friendly assistant.", help="system prompt")
     parser.add_argument("--prompt", help="answer this message once and exit ('-' reads stdin)")
     parser.add_argument("--max-new-tokens", type=int, default=256)
@@ -54,21 +67,23 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--top-p", type=float, default=0.95, help="1 disables")
     parser.add_argument("--repetition-penalty", type=float, default=1.0, help="1 disables")
     parser.add_argument("--seed", type=int, default=None)
-    parser.add_argument("--ane-container", type=Path, help="ANE container to verify and submit")
+    parser.add_argument(
+        "--ane-container", type=Path, help="ANE container to verify and submit (ort backend)"
+    )
     return parser.parse_args(argv)
 
 
-def load_model(model_dir: Path | None) -> ChatModel:
-    """The given model folder, or the tiny demo model built (once) under build/tiny-llama/."""
+def load_model(model_dir: Path | None, backend: str, device: str) -> ChatModel:
+    """The given folder, or the tiny demo built (once) under build/tiny-llama/."""
     if model_dir is not None:
-        return ChatModel.load(model_dir)
-    built = ensure_tiny_llama(TINY_DIR)
-    action = "Built" if built else "Using cached"
+        return ChatModel.load(model_dir, backend=backend, device=device)  # type: ignore[arg-type]
+    demo_backend = "ane" if backend == "ane" else "ort"
+    folder, done = ensure_demo(TINY_DIR, demo_backend)
     note(
-        f"{action} tiny demo model in {TINY_DIR}/ (no MODEL_DIR given). It has RANDOM weights: "
-        "its answers are gibberish; it shows the pipeline working, not a real chat."
+        f"Tiny demo model in {TINY_DIR}/ ({'; '.join(done)}; no MODEL given). It has RANDOM "
+        "weights: its answers are gibberish; it shows the pipeline working, not a real chat."
     )
-    return ChatModel.load(TINY_DIR)
+    return ChatModel.load(folder, backend=demo_backend, device=device)
 
 
 def answer(session: ChatSession, text: str) -> None:
@@ -92,7 +107,7 @@ def answer(session: ChatSession, text: str) -> None:
     if session.dropped_turns > dropped:
         note(f"[dropped {session.dropped_turns - dropped} old turn(s) to fit the context]")
     if session.last_stats is not None:
-        note(f"[{session.last_stats.summary()}]")
+        note(f"[{session.last_stats.summary()} | {session.model.lm.where()}]")
 
 
 def read_message(interactive: bool) -> str | None:
@@ -136,6 +151,26 @@ def chat_loop(session: ChatSession) -> None:
             note(f"error: {exc}")
 
 
+def run(model: ChatModel, args: argparse.Namespace, sampling: SamplingConfig) -> None:
+    """Say what runs where, then answer one prompt or chat until the end of input."""
+    note(f"Model: {model.describe()}")
+    if isinstance(model.lm, AneDecoder):
+        note(f"Backend ane: {model.lm.where()}")
+    else:
+        step = run_ane_step(model.lm.path, container=args.ane_container, device=args.device)
+        if step.submitted:
+            note(f"ANE step: {step.detail}")
+        note(step.where(model.lm.providers))
+    session = ChatSession(
+        model, system=args.system or None, sampling=sampling, max_new_tokens=args.max_new_tokens
+    )
+    if args.prompt is not None:
+        text = sys.stdin.read() if args.prompt == "-" else args.prompt
+        answer(session, text.strip())
+    else:
+        chat_loop(session)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the chat; returns the exit status."""
     args = parse_args(argv)
@@ -148,20 +183,11 @@ def main(argv: list[str] | None = None) -> int:
             repetition_penalty=args.repetition_penalty,
             seed=args.seed,
         )
-        model = load_model(args.model_dir)
-        note(f"Model: {model.describe()}")
-        step = run_ane_step(model.lm.path, container=args.ane_container, device=args.device)
-        if step.submitted:
-            note(f"ANE step: {step.detail}")
-        note(step.where(model.lm.providers))
-        session = ChatSession(
-            model, system=args.system or None, sampling=sampling, max_new_tokens=args.max_new_tokens
-        )
-        if args.prompt is not None:
-            text = sys.stdin.read() if args.prompt == "-" else args.prompt
-            answer(session, text.strip())
-        else:
-            chat_loop(session)
+        model = load_model(args.model_dir, args.backend, args.device)
+        try:
+            run(model, args, sampling)
+        finally:
+            model.close()
     except AneError as exc:
         note(f"error: {exc}")
         return 1

@@ -322,8 +322,10 @@ def io_slots(inputs: Sequence[str], outputs: Sequence[str], shape: Sequence[int]
     return slots
 
 
-def synthetic_container(source: Path, output: Path, io: dict[int, Any]) -> Path:
-    """``source`` with a two-descriptor synthetic program and the given ``ane.io``."""
+def synthetic_container(
+    source: Path, output: Path, io: dict[int, Any], *, toolchain: str | None = None
+) -> Path:
+    """``source`` with a two-descriptor synthetic program, the given ``ane.io`` and toolchain."""
     from ane_build.container import embed_ane_metadata
     from ane_build.formats.payload import PayloadRef
     from ane_build.formats.tiling import layout_for
@@ -339,6 +341,7 @@ def synthetic_container(source: Path, output: Path, io: dict[int, Any]) -> Path:
         td_count=2,
         io=io,
         tiles=tiles,
+        toolchain=toolchain,
     )
     return output
 
@@ -407,3 +410,23 @@ def three_outputs_model(shape: Sequence[int] = (1, 4, 8, 8)) -> onnx.ModelProto:
     }
     outs = {name: shape for name in ("sig", "lin", "tiny")}
     return onnx_model(nodes, {"x": shape}, outs, initializers=consts)
+
+
+def tiny_split(root: Path, *, compile: bool = True, config: Any = None, **settings: Any) -> Path:
+    """The tiny checkpoint under ``root/model`` split into ``root/split`` (synthetic containers).
+
+    ``settings`` are `SplitSettings` fields (default: 2 chunks, context 64, prefill 8).
+    """
+    from ane_build.chat.tiny import write_tiny_llama
+    from ane_build.llm.plan import SplitSettings
+    from ane_build.llm.simcompile import compile_synthetic
+    from ane_build.llm.split import split_checkpoint
+
+    model = root / "model"
+    if not (model / "config.json").is_file():
+        write_tiny_llama(model, config)
+    chosen = {"chunks": 2, "context": 64, "prefill": 8, **settings}
+    split_checkpoint(model, root / "split", SplitSettings(**chosen))
+    if compile:
+        compile_synthetic(root / "split")
+    return root / "split"

@@ -1,12 +1,14 @@
 #!/usr/bin/env python3
-"""Write the tiny random-weight LLaMA-architecture demo model (ONNX + tokenizer + configs).
+"""Write the tiny random-weight LLaMA demo model (ONNX, safetensors, tokenizer, configs).
 
 Usage: tools/make_tiny_llama.py OUT_DIR [--cache-dtype float32|float16] [--no-position-ids]
        [--hidden-size N] [--intermediate-size N] [--layers N] [--heads N] [--kv-heads N]
        [--vocab-size N] [--model-vocab-size N] [--context N] [--seed N] [--external-data]
 
 A thin command line over `ane_build.chat.tiny`; the weights are random, so the model shows the
-chat plumbing working, not sensible answers.
+chat plumbing working, not sensible answers. The folder is both an ONNX export (model.onnx) and a
+Hugging Face checkpoint (config.json + model.safetensors, the same weights), so it can be chatted
+with directly (--backend ort) and split into ANE chunks (`ane-build llm split`).
 """
 
 from __future__ import annotations
@@ -66,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     except ChatError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    print(f"wrote the tiny random-weight LLaMA model to {out}")
+    print(f"wrote the tiny random-weight LLaMA model (ONNX export and checkpoint) to {out}")
     return 0
 
 

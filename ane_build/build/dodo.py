@@ -7,10 +7,11 @@ Thin on purpose: each task generator defers to `ane_build.build.tasks`. Loading 
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
+from doit import create_after, task_params
 from doit.exceptions import InvalidDodoFile
 
 from ..errors import AneError
@@ -31,6 +32,21 @@ DOIT_CONFIG: dict[str, Any] = {
     "continue": True,
     "reporter": BuildReporter,
 }
+
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _after(task: str) -> Callable[[_F], _F]:
+    """Typed `doit.create_after`: create the decorated tasks once ``task`` has run."""
+    decorate: Callable[[_F], _F] = create_after(executed=task)
+    return decorate
+
+
+def _params(options: list[dict[str, Any]]) -> Callable[[_F], _F]:
+    """Typed `doit.task_params`: command-line options a (delayed) task creator receives."""
+    decorate: Callable[[_F], _F] = task_params(options)
+    return decorate
 
 
 _previous_hook = sys.excepthook
@@ -116,10 +132,12 @@ def task_orphans() -> dict[str, Any]:
     return tasks.gen_orphans()
 
 
-def task_smoke() -> dict[str, Any]:
-    """CI smoke test on real ANE hardware."""
+@_after("verify")
+@_params(tasks.SMOKE_PARAMS)
+def task_smoke(shard: str, repeat: int) -> dict[str, Any]:
+    """CI smoke test on real ANE hardware (--shard K/N, --repeat N)."""
     _graph()
-    return tasks.gen_smoke()
+    return tasks.gen_smoke(shard=shard, repeat=repeat)
 
 
 __all__ = [

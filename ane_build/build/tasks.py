@@ -22,10 +22,15 @@ from .deploying import deploy_action, deploy_record_path
 from .layout import SMOKE_XML, SYNTHETIC_FILE, build_version
 from .outcome import Step, StepFailed
 from .reasons import output_changed
-from .smoke import ALLOW_SIM_ENV, smoke_action
+from .smoke import ALLOW_SIM_ENV, SMOKE_JSON, smoke_action
 from .state import FileState
 
 TaskDict = dict[str, Any]
+
+# Output goes straight to the terminal, never through doit's capture: with ``-P thread`` each
+# capture swaps the process-wide sys.stdout, and threads that read it mid-swap chain each other's
+# writers into a cycle (infinite recursion, then a crash).
+LIVE_OUTPUT: dict[str, Any] = {"verbosity": 2, "io": {"capture": False}}
 Action = Callable[[str], Any]
 
 
@@ -105,7 +110,7 @@ def gen_example() -> Iterator[TaskDict]:
             "file_dep": [os.fspath(ctx.root / SYNTHETIC_FILE)],
             "targets": [os.fspath(p) for p in outputs_of(name, model, ctx.root)],
             "clean": True,
-            "verbosity": 2,
+            **LIVE_OUTPUT,
         }
 
 
@@ -135,7 +140,7 @@ def gen_compile() -> Iterator[TaskDict]:
             "targets": [node.manifest],
             "uptodate": [_compile_uptodate(name)],
             "clean": [(_clean_compile, [name])],
-            "verbosity": 2,
+            **LIVE_OUTPUT,
         }
 
 
@@ -174,7 +179,7 @@ def gen_convert() -> Iterator[TaskDict]:
             "targets": [node.output, *copies],
             "uptodate": [_convert_uptodate(name)],
             "clean": True,
-            "verbosity": 2,
+            **LIVE_OUTPUT,
         }
 
 
@@ -185,7 +190,7 @@ def _broken_task(name: str) -> TaskDict:
         "doc": f"report the problems of configs/{name}.toml (its config is broken)",
         "actions": [(run_step, [config_action, name])],
         "uptodate": [False],
-        "verbosity": 2,
+        **LIVE_OUTPUT,
     }
 
 
@@ -207,7 +212,7 @@ def gen_verify() -> Iterator[TaskDict]:
             "doc": f"verify {ctx.rel(node.output)}",
             "actions": [(run_step, [verify_action, name])],
             "file_dep": [node.output],
-            "verbosity": 2,
+            **LIVE_OUTPUT,
         }
 
 
@@ -226,7 +231,7 @@ def gen_deploy() -> Iterator[TaskDict]:
             "task_dep": [f"verify:{name}"],
             "uptodate": [_deploy_uptodate(name)],
             "clean": True,
-            "verbosity": 2,
+            **LIVE_OUTPUT,
         }
 
 
@@ -249,15 +254,34 @@ def _clean_orphans() -> None:
         say(f"orphans: removed {path} (its config is gone)")
 
 
-def gen_smoke() -> TaskDict:
-    """Task: CI smoke run on a real device."""
+# Options of ``doit smoke`` (doit's task-parameter format; `ane_build.dodo` declares them).
+SMOKE_PARAMS: list[dict[str, Any]] = [
+    {
+        "name": "shard",
+        "long": "shard",
+        "type": str,
+        "default": "",
+        "help": "K/N: run only shard K of N (cases split by a hash of their name)",
+    },
+    {
+        "name": "repeat",
+        "long": "repeat",
+        "type": int,
+        "default": 0,
+        "help": "N: time N more runs of every checked case (latency min/median/p99)",
+    },
+]
+
+
+def gen_smoke(shard: str = "", repeat: int = 0) -> TaskDict:
+    """Task: CI smoke run on a real device: check every model and the ANE_SAMPLES_DIR samples."""
     ctx = context()
     return {
         "basename": "smoke",
-        "doc": f"submit every model on real ANE hardware (simulator only with {ALLOW_SIM_ENV}=1)",
-        "actions": [smoke_action],
+        "doc": f"check every model on real ANE hardware (simulator only with {ALLOW_SIM_ENV}=1)",
+        "actions": [(smoke_action, [], {"shard": shard, "repeat": repeat})],
         "task_dep": ["verify"],
-        "targets": [os.fspath(ctx.root / SMOKE_XML)],
+        "targets": [os.fspath(ctx.root / SMOKE_XML), os.fspath(ctx.root / SMOKE_JSON)],
         "uptodate": [False],
-        "verbosity": 2,
+        **LIVE_OUTPUT,
     }

@@ -11,11 +11,12 @@ import logging
 import time
 from collections.abc import Generator, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
+from .backend import Decoder, DecoderCache
 from .errors import ChatError
-from .model import CausalLM, KVCache
 from .sampling import Sampler, SamplingConfig
 
 log = logging.getLogger(__name__)
@@ -73,18 +74,18 @@ class TokenGenerator:
     """Streams tokens from a causal LM, keeping the KV cache between calls.
 
     Args:
-        model: The model to run.
+        model: The decoder to run (either backend).
         eos_ids: Token ids that end an answer.
         context_window: Most positions the model supports; None means no limit.
     """
 
     def __init__(
-        self, model: CausalLM, *, eos_ids: Iterable[int] = (), context_window: int | None = None
+        self, model: Decoder[Any], *, eos_ids: Iterable[int] = (), context_window: int | None = None
     ) -> None:
         self.model = model
         self.eos_ids = frozenset(eos_ids)
         self.context_window = context_window
-        self.cache: KVCache = model.new_cache()
+        self.cache: DecoderCache = model.new_cache()
         self.last_stats = GenerationStats()
         self._active: Generator[int, None, None] | None = None
 

@@ -359,6 +359,8 @@ class CausalLM:
         ChatError: The file cannot be loaded or is not a causal LM with a KV cache.
     """
 
+    backend = "ort"
+
     def __init__(
         self,
         path: Path,
@@ -406,6 +408,20 @@ class CausalLM:
     def vocab_size(self) -> int | None:
         """Vocabulary size, once known (from the graph or the first step)."""
         return None if self._logits is None else self._logits.arrays[0].size
+
+    def describe(self) -> str:
+        """One line naming the model file and its cache layout."""
+        cache = self.signature.cache
+        return (
+            f"{self.path.name}: {cache.num_layers} layers, {cache.num_kv_heads} KV heads x "
+            f"{cache.head_dim}, {cache.dtype_name} KV cache"
+        )
+
+    def where(self) -> str:
+        """One line: the whole model runs in onnxruntime, on which provider."""
+        engine = self.providers[0] if self.providers else "CPUExecutionProvider"
+        place = "the CPU" if engine == "CPUExecutionProvider" else engine
+        return f"all layers on {place} (onnxruntime)"
 
     def new_cache(self) -> KVCache:
         """An empty KV cache for this model."""

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from .backend import AneDecoder, Backend, open_decoder
 from .config import ModelConfig, read_json
 from .errors import ContextOverflowError
 from .generate import GenerationStats, TokenGenerator
@@ -50,53 +51,75 @@ class ChatModel:
 
     Attributes:
         directory: The folder with the tokenizer and configs.
-        lm: The ONNX causal LM.
+        lm: The decoder: one ONNX export (``ort``) or a split's chunk programs (``ane``).
         tokenizer: Its tokenizer.
         template: Its chat template (or the built-in TinyLlama format, with a warning).
         context_window: Most tokens the model attends to.
     """
 
     directory: Path
-    lm: CausalLM
+    lm: CausalLM | AneDecoder
     tokenizer: ChatTokenizer
     template: ChatTemplate
     context_window: int
 
     @classmethod
-    def load(cls, path: Path, *, threads: int | None = None) -> ChatModel:
+    def load(
+        cls,
+        path: Path,
+        *,
+        threads: int | None = None,
+        backend: Backend = "ort",
+        device: str = "auto",
+    ) -> ChatModel:
         """Load a model folder (or a model file with its tokenizer files beside it).
 
         Args:
             path: Folder holding ``model.onnx`` (or another usual name, or the file its
                 ``genai_config.json`` names) and ``tokenizer.json``, or the ``.onnx`` file
-                itself.
+                itself; for the ``ane`` backend, a split folder (``ane-build llm split``).
             threads: onnxruntime intra-op threads; None lets onnxruntime decide.
+            backend: ``ort``, ``ane`` or ``auto`` (see `open_decoder`).
+            device: Where ``ane`` chunks with a container run (``auto``, ``sim`` or a path).
 
         Raises:
             ChatError: A file is missing, unreadable or inconsistent.
+            AneError: A chunk or the device cannot be loaded.
         """
         path = Path(path)
         directory = path if path.is_dir() else path.parent
         config = ModelConfig.from_dir(directory)
         tokenizer_config = read_json(directory / "tokenizer_config.json")
-        lm = CausalLM(path, threads=threads, config=config)
-        tokenizer = ChatTokenizer.from_dir(directory, config)
-        template = ChatTemplate.from_dir(directory, tokenizer_config)
+        lm = open_decoder(path, backend=backend, device=device, threads=threads, config=config)
+        try:
+            tokenizer = ChatTokenizer.from_dir(directory, config)
+            template = ChatTemplate.from_dir(directory, tokenizer_config)
+        except BaseException:
+            if isinstance(lm, AneDecoder):
+                lm.close()
+            raise
         vocab = lm.vocab_size or config.vocab_size
         if vocab is not None and vocab < tokenizer.vocab_size:
             log.warning(
                 "the tokenizer has %d tokens but the model only %d", tokenizer.vocab_size, vocab
             )
-        return cls(directory, lm, tokenizer, template, _context_window(config, tokenizer_config))
+        window = _context_window(config, tokenizer_config)
+        if isinstance(lm, AneDecoder):
+            # The chunks' caches hold a static number of positions.
+            window = min(window, lm.chunks.context)
+        return cls(directory, lm, tokenizer, template, window)
 
     def describe(self) -> str:
-        """One line naming the model file and its cache layout."""
-        cache = self.lm.signature.cache
+        """One line naming the model, its cache, vocabulary, context and template."""
         return (
-            f"{self.lm.path.name}: {cache.num_layers} layers, {cache.num_kv_heads} KV heads x "
-            f"{cache.head_dim}, {cache.dtype_name} KV cache, vocab {self.tokenizer.vocab_size}, "
-            f"context {self.context_window}, {self.template.description}"
+            f"{self.lm.describe()}, vocab {self.tokenizer.vocab_size}, context "
+            f"{self.context_window}, {self.template.description}"
         )
+
+    def close(self) -> None:
+        """Free what the decoder holds (the ``ane`` backend's programs and device)."""
+        if isinstance(self.lm, AneDecoder):
+            self.lm.close()
 
 
 class ChatSession:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
@@ -20,17 +19,18 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import NDArray
 
+from ..llm.safetensors import write_safetensors
 from ._deps import require
 from .errors import ChatError
 from .template import TINYLLAMA_CHAT_TEMPLATE
+from .tiny_graph import build_model
 
 log = logging.getLogger(__name__)
 
 #: Bumped whenever the files written change, so cached builds are redone.
-FORMAT_VERSION = 1
-OPSET = 17
-#: onnxruntime 1.17 (the oldest the [chat] extra allows) reads IR version 9.
-IR_VERSION = 9
+FORMAT_VERSION = 2
+#: The Hugging Face checkpoint written beside the ONNX export, from the same weights.
+CHECKPOINT_FILE = "model.safetensors"
 
 BOS, EOS, UNK = "<s>", "</s>", "<unk>"
 ROLE_TOKENS = ("<|system|>", "<|user|>", "<|assistant|>")
@@ -169,258 +169,41 @@ def model_config(config: TinyLlamaConfig, vocab_size: int) -> dict[str, Any]:
     }
 
 
-class _Graph:
-    """Accumulates nodes and initializers with unique value names."""
-
-    def __init__(self) -> None:
-        import onnx
-
-        self.helper = onnx.helper
-        self.numpy_helper = onnx.numpy_helper
-        self.nodes: list[Any] = []
-        self.initializers: list[Any] = []
-        self._count = 0
-        self._consts: dict[tuple[str, tuple[float, ...]], str] = {}
-
-    def weight(self, name: str, array: NDArray[Any]) -> str:
-        self.initializers.append(self.numpy_helper.from_array(array, name))
-        return name
-
-    def ints(self, *values: int) -> str:
-        return self._const("i64", values, np.array(values, dtype=np.int64))
-
-    def scalar_int(self, value: int) -> str:
-        return self._const("s64", (value,), np.array(value, dtype=np.int64))
-
-    def scalar_float(self, value: float) -> str:
-        return self._const("f32", (value,), np.array(value, dtype=np.float32))
-
-    def _const(self, kind: str, values: tuple[float, ...], array: NDArray[Any]) -> str:
-        key = (kind, values)
-        if key not in self._consts:
-            self._consts[key] = self.weight(f"const_{kind}_{len(self._consts)}", array)
-        return self._consts[key]
-
-    def op(self, op_type: str, *inputs: str, out: str | None = None, **attrs: Any) -> str:
-        self._count += 1
-        name = out or f"{op_type.lower()}_{self._count}"
-        self.nodes.append(
-            self.helper.make_node(
-                op_type, list(inputs), [name], name=f"n{self._count}_{op_type}", **attrs
-            )
-        )
-        return name
+# Initializers of the export that are a Linear layer's weight, stored [in, out] for MatMul; a
+# Hugging Face checkpoint stores them [out, in].
+_LINEAR_SUFFIXES = ("_proj.weight", "lm_head.weight")
 
 
-class _Weights:
-    """Deterministic random weights, drawn in a fixed order from one seeded generator."""
+def checkpoint_weights(model: Any) -> dict[str, NDArray[Any]]:
+    """The export's weights as a Hugging Face LLaMA checkpoint holds them.
 
-    def __init__(self, seed: int) -> None:
-        self.rng = np.random.default_rng(seed)
-
-    def normal(self, shape: tuple[int, ...], std: float) -> NDArray[np.float32]:
-        return (self.rng.standard_normal(shape) * std).astype(np.float32)
-
-    def norm(self, size: int) -> NDArray[np.float32]:
-        return (1.0 + self.rng.standard_normal(size) * 0.1).astype(np.float32)
-
-
-def build_model(config: TinyLlamaConfig, vocab_size: int) -> Any:
-    """Build the tiny LLaMA-architecture causal LM as an ONNX model.
-
-    Inputs: ``input_ids`` and ``attention_mask`` (int64), ``position_ids`` (optional, int64),
-    ``past_key_values.N.key/value`` ``[batch, kv_heads, past, head_dim]``. Outputs: ``logits``
-    ``[batch, seq, vocab]`` (float32) and ``present.N.key/value`` (past plus this step).
+    The weights keep their names; projections and the LM head are transposed to ``[out, in]``;
+    the graph's own constants (shape values, rotary frequencies) are left out.
 
     Args:
-        config: Dimensions and options.
-        vocab_size: Rows of the embedding and columns of the LM head.
-
-    Returns:
-        An ``onnx.ModelProto``.
+        model: The ``onnx.ModelProto`` of `build_model`.
     """
-    import onnx
+    from onnx import numpy_helper
 
-    helper, tp = onnx.helper, onnx.TensorProto
-    g = _Graph()
-    w = _Weights(config.seed)
-    hidden, heads, kv_heads, dim = (
-        config.hidden_size,
-        config.num_heads,
-        config.num_kv_heads,
-        config.head_dim,
-    )
-    group = heads // kv_heads
-    cache_type = tp.FLOAT16 if config.cache_dtype == "float16" else tp.FLOAT
-
-    inputs = [
-        helper.make_tensor_value_info("input_ids", tp.INT64, ["batch_size", "sequence_length"]),
-        helper.make_tensor_value_info(
-            "attention_mask", tp.INT64, ["batch_size", "total_sequence_length"]
-        ),
-    ]
-    if config.position_ids:
-        inputs.append(
-            helper.make_tensor_value_info(
-                "position_ids", tp.INT64, ["batch_size", "sequence_length"]
-            )
-        )
-    outputs = [
-        helper.make_tensor_value_info(
-            "logits", tp.FLOAT, ["batch_size", "sequence_length", vocab_size]
-        )
-    ]
-    for i in range(config.num_layers):
-        for kind in ("key", "value"):
-            inputs.append(
-                helper.make_tensor_value_info(
-                    f"past_key_values.{i}.{kind}",
-                    cache_type,
-                    ["batch_size", kv_heads, "past_sequence_length", dim],
-                )
-            )
-            outputs.append(
-                helper.make_tensor_value_info(
-                    f"present.{i}.{kind}",
-                    cache_type,
-                    ["batch_size", kv_heads, "total_sequence_length", dim],
-                )
-            )
-
-    embed = g.weight("model.embed_tokens.weight", w.normal((vocab_size, hidden), 1.0))
-    x = g.op("Gather", embed, "input_ids")
-
-    # Lengths as scalars: this step's tokens, the whole context, and the cached part.
-    seq_len = g.op("Squeeze", g.op("Shape", "input_ids", start=1, end=2), g.ints(0))
-    total = g.op("Squeeze", g.op("Shape", "attention_mask", start=1, end=2), g.ints(0))
-    past_len = g.op("Sub", total, seq_len)
-
-    if config.position_ids:
-        positions = "position_ids"
-    else:
-        positions = g.op(
-            "Unsqueeze",
-            g.op("Range", past_len, total, g.scalar_int(1)),
-            g.ints(0),
-        )
-
-    # Rotary tables [batch, 1, seq, dim], halves rotated together (the LLaMA convention).
-    inv_freq = 1.0 / (config.rope_theta ** (np.arange(0, dim, 2, dtype=np.float64) / dim))
-    freq = g.weight("rotary.inv_freq", inv_freq.astype(np.float32))
-    angles = g.op(
-        "Mul",
-        g.op("Unsqueeze", g.op("Cast", positions, to=tp.FLOAT), g.ints(2)),
-        freq,
-    )
-    angles = g.op("Concat", angles, angles, axis=-1)
-    cos = g.op("Unsqueeze", g.op("Cos", angles), g.ints(1))
-    sin = g.op("Unsqueeze", g.op("Sin", angles), g.ints(1))
-    half = dim // 2
-
-    def rotate(t: str) -> str:
-        first = g.op("Slice", t, g.ints(0), g.ints(half), g.ints(-1))
-        second = g.op("Slice", t, g.ints(half), g.ints(dim), g.ints(-1))
-        turned = g.op("Concat", g.op("Neg", second), first, axis=-1)
-        return g.op("Add", g.op("Mul", t, cos), g.op("Mul", turned, sin))
-
-    # Causal and padding mask [batch, 1, 1, seq, total] for scores laid out per KV group.
-    query_pos = g.op("Unsqueeze", g.op("Range", past_len, total, g.scalar_int(1)), g.ints(1))
-    key_pos = g.op("Unsqueeze", g.op("Range", g.scalar_int(0), total, g.scalar_int(1)), g.ints(0))
-    causal = g.op("LessOrEqual", key_pos, query_pos)
-    padding = g.op("Unsqueeze", g.op("Cast", "attention_mask", to=tp.BOOL), g.ints(1, 2, 3))
-    allowed = g.op("And", causal, padding)
-    masked = g.scalar_float(-1e9)
-    scale = g.scalar_float(1.0 / math.sqrt(dim))
-
-    def rms_norm(t: str, name: str) -> str:
-        weight = g.weight(name, w.norm(hidden))
-        mean = g.op("ReduceMean", g.op("Mul", t, t), axes=[-1], keepdims=1)
-        denom = g.op("Sqrt", g.op("Add", mean, g.scalar_float(config.rms_norm_eps)))
-        return g.op("Mul", g.op("Div", t, denom), weight)
-
-    def heads_first(t: str, count: int) -> str:
-        split = g.op("Reshape", t, g.ints(0, 0, count, dim))
-        return g.op("Transpose", split, perm=[0, 2, 1, 3])
-
-    def cached(new: str, layer: int, kind: str) -> str:
-        past = f"past_key_values.{layer}.{kind}"
-        present = f"present.{layer}.{kind}"
-        if cache_type == tp.FLOAT:
-            return g.op("Concat", past, new, axis=2, out=present)
-        # The fp16 cache is rounded once and read back as float32, so this step's tokens are
-        # attended with exactly the values later steps will read from the cache.
-        rounded = g.op("Cast", new, to=tp.FLOAT16)
-        g.op("Concat", past, rounded, axis=2, out=present)
-        return g.op("Cast", present, to=tp.FLOAT)
-
-    for layer in range(config.num_layers):
-        prefix = f"model.layers.{layer}"
-        h = rms_norm(x, f"{prefix}.input_layernorm.weight")
-        wq = g.weight(
-            f"{prefix}.self_attn.q_proj.weight", w.normal((hidden, heads * dim), hidden**-0.5)
-        )
-        wk = g.weight(
-            f"{prefix}.self_attn.k_proj.weight", w.normal((hidden, kv_heads * dim), hidden**-0.5)
-        )
-        wv = g.weight(
-            f"{prefix}.self_attn.v_proj.weight", w.normal((hidden, kv_heads * dim), hidden**-0.5)
-        )
-        wo = g.weight(
-            f"{prefix}.self_attn.o_proj.weight",
-            w.normal((heads * dim, hidden), (heads * dim) ** -0.5),
-        )
-        q = rotate(heads_first(g.op("MatMul", h, wq), heads))
-        k = rotate(heads_first(g.op("MatMul", h, wk), kv_heads))
-        v = heads_first(g.op("MatMul", h, wv), kv_heads)
-        keys = g.op("Unsqueeze", cached(k, layer, "key"), g.ints(2))
-        values = g.op("Unsqueeze", cached(v, layer, "value"), g.ints(2))
-        # Grouped-query attention without repeating the cache: queries are grouped
-        # [batch, kv_heads, group, seq, dim] and broadcast against [batch, kv_heads, 1, total, dim].
-        grouped = g.op("Reshape", q, g.ints(0, kv_heads, group, -1, dim))
-        scores = g.op(
-            "Mul", g.op("MatMul", grouped, g.op("Transpose", keys, perm=[0, 1, 2, 4, 3])), scale
-        )
-        probs = g.op("Softmax", g.op("Where", allowed, scores, masked), axis=-1)
-        context = g.op("Reshape", g.op("MatMul", probs, values), g.ints(0, heads, -1, dim))
-        merged = g.op(
-            "Reshape", g.op("Transpose", context, perm=[0, 2, 1, 3]), g.ints(0, 0, heads * dim)
-        )
-        x = g.op("Add", x, g.op("MatMul", merged, wo))
-
-        h = rms_norm(x, f"{prefix}.post_attention_layernorm.weight")
-        size = config.intermediate_size
-        w_gate = g.weight(f"{prefix}.mlp.gate_proj.weight", w.normal((hidden, size), hidden**-0.5))
-        w_up = g.weight(f"{prefix}.mlp.up_proj.weight", w.normal((hidden, size), hidden**-0.5))
-        w_down = g.weight(f"{prefix}.mlp.down_proj.weight", w.normal((size, hidden), size**-0.5))
-        gate = g.op("MatMul", h, w_gate)
-        swish = g.op("Mul", gate, g.op("Sigmoid", gate))
-        x = g.op("Add", x, g.op("MatMul", g.op("Mul", swish, g.op("MatMul", h, w_up)), w_down))
-
-    h = rms_norm(x, "model.norm.weight")
-    # A wide LM head makes the logits spread out, so greedy choices are clear-cut.
-    head = g.weight("lm_head.weight", w.normal((hidden, vocab_size), 3.0 * hidden**-0.5))
-    g.op("MatMul", h, head, out="logits")
-
-    graph = helper.make_graph(g.nodes, "tiny_llama", inputs, outputs, g.initializers)
-    model = helper.make_model(
-        graph,
-        opset_imports=[helper.make_opsetid("", OPSET)],
-        producer_name="ane_build.chat.tiny",
-        ir_version=IR_VERSION,
-    )
-    model.doc_string = "Tiny LLaMA-architecture demo model with RANDOM weights (ane_build)."
-    onnx.checker.check_model(model)
-    return model
+    out: dict[str, NDArray[Any]] = {}
+    for tensor in model.graph.initializer:
+        name = tensor.name
+        if not (name.startswith("model.") or name == "lm_head.weight"):
+            continue
+        array = numpy_helper.to_array(tensor)
+        out[name] = np.ascontiguousarray(array.T) if name.endswith(_LINEAR_SUFFIXES) else array
+    return out
 
 
 def write_tiny_llama(
     out_dir: Path, config: TinyLlamaConfig | None = None, *, external_data: bool = False
 ) -> Path:
-    """Write the tiny model folder: model, tokenizer and configs.
+    """Write the tiny model folder: model, Hugging Face checkpoint, tokenizer and configs.
 
-    Files: ``model.onnx`` (plus ``model.onnx.data`` with ``external_data``), ``tokenizer.json``,
-    ``tokenizer_config.json``, ``config.json``, ``generation_config.json``. ``config.json`` is
-    written last, so an interrupted build is never taken for a finished one.
+    Files: ``model.onnx`` (plus ``model.onnx.data`` with ``external_data``), ``model.safetensors``
+    (the same weights in Hugging Face's names and layout, see `checkpoint_weights`),
+    ``tokenizer.json``, ``tokenizer_config.json``, ``config.json``, ``generation_config.json``.
+    ``config.json`` is written last, so an interrupted build is never taken for a finished one.
 
     Args:
         out_dir: Folder to create or overwrite.
@@ -447,6 +230,7 @@ def write_tiny_llama(
         {"bos_token_id": 1, "eos_token_id": 2, "max_length": config.max_position_embeddings},
     )
     model = build_model(config, vocab)
+    write_safetensors(out_dir / CHECKPOINT_FILE, checkpoint_weights(model))
     if external_data:
         # Small tensors (shape constants) stay inline: onnxruntime's shape inference reads them
         # while loading, before external data is attached.
@@ -477,7 +261,7 @@ def ensure_tiny_llama(out_dir: Path, config: TinyLlamaConfig | None = None) -> b
         existing = json.loads((Path(out_dir) / "config.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         existing = {}
-    files = ("model.onnx", "tokenizer.json", "tokenizer_config.json")
+    files = ("model.onnx", CHECKPOINT_FILE, "tokenizer.json", "tokenizer_config.json")
     if existing.get("ane_build_tiny") == stamp and all(
         (Path(out_dir) / f).is_file() for f in files
     ):

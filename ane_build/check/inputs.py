@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import re
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -233,6 +233,7 @@ def resolve_inputs(
     data: Path | None = None,
     files: Mapping[str, Path] | None = None,
     seed: int = 0,
+    outputs: Collection[str] = (),
 ) -> dict[str, np.ndarray]:
     """Every input of a check: from ``data``, then ``files`` (which win), random for the rest.
 
@@ -242,6 +243,9 @@ def resolve_inputs(
         files: Per-input files (``--input NAME=FILE``); an .npz gives the array named like the
             input, or its only array.
         seed: The seed of `random_inputs` for inputs given nowhere.
+        outputs: The graph's output names: arrays of ``data`` under these names are skipped, so
+            a file that records a whole run (inputs and outputs, as ``--save`` writes it)
+            replays its inputs.
 
     Returns:
         One array per spec, in spec order, conformed by `conform_input`.
@@ -253,6 +257,9 @@ def resolve_inputs(
     given: dict[str, tuple[np.ndarray, str]] = {}
     if data is not None:
         for name, value in load_arrays(data, names=list(by_name)).items():
+            if name not in by_name and name in outputs:
+                log.info("%s: skipping %r, an output", data, name)
+                continue
             given[name] = (value, str(data))
     for name, path in (files or {}).items():
         given[name] = (_single(load_arrays(path, names=[name]), name, path), str(path))

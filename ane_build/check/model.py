@@ -19,6 +19,7 @@ from ..container.graph import TensorSpec, graph_io
 from ..driver.device import ANEDevice
 from ..errors import InputError
 from ..run.model import ANEC_SUFFIXES, AneModel
+from ..run.program import SubmitMode
 from .compare import DEFAULT_TOLERANCE, CheckReport, Tolerance, compare
 from .inputs import resolve_inputs
 from .reference import Reference, reference_outputs
@@ -36,7 +37,9 @@ class ModelCheck:
         outputs: What the engine produced, by the source graph's output names.
         reference: The reference run (or cache hit).
         source: The graph the reference ran.
-        engine_seconds: Wall time of the engine run (upload, submit, read back).
+        engine_seconds: Wall time of the checked engine run (upload, submit, read back).
+        repeat_seconds: Wall time of each further run on the same inputs (``repeat``), after
+            the checked one, which also served as the warm-up.
     """
 
     report: CheckReport
@@ -45,6 +48,7 @@ class ModelCheck:
     reference: Reference
     source: Path
     engine_seconds: float
+    repeat_seconds: tuple[float, ...] = ()
 
 
 def _paired(
@@ -70,6 +74,21 @@ def _paired(
     return {info.name: (spec, info.shape) for info, spec in zip(ours, specs, strict=True)}
 
 
+def _simulated_mode(
+    device: ANEDevice, path: Path, mode: SubmitMode | None, is_anec: bool
+) -> SubmitMode | None:
+    """The mode to check in: the simulator computes outputs only from a submitted graph.
+
+    A direct submission carries no graph, so on the simulator (fork ABI) a container asked to
+    run in direct mode is checked in ONNX mode instead; on hardware the mode is kept.
+    """
+    kernel = device.kernel
+    if mode != "direct" or is_anec or kernel is None or kernel.abi != "fork":
+        return mode
+    log.info("%s: checked in ONNX mode: direct submissions carry no graph for the simulator", path)
+    return "onnx"
+
+
 def check_model(
     device: ANEDevice,
     path: StrPath,
@@ -81,6 +100,8 @@ def check_model(
     tolerance: Tolerance = DEFAULT_TOLERANCE,
     per_output: Mapping[str, Tolerance] | None = None,
     cache_dir: Path | None = None,
+    mode: SubmitMode | None = None,
+    repeat: int = 0,
 ) -> ModelCheck:
     """Run a container or ``.anec`` file on ``device`` and compare it with its source graph.
 
@@ -95,6 +116,10 @@ def check_model(
         tolerance: The pass rule of every output without an override.
         per_output: Tolerance overrides by output name.
         cache_dir: Where reference results are cached; None: no cache.
+        mode: How a container is submitted (see `AneModel.load`); None: its default. The
+            simulator checks a container in ONNX mode whatever is asked: only a submitted graph
+            lets it compute outputs.
+        repeat: Further timed runs on the same inputs, for latency figures.
 
     Returns:
         What was measured; ``result.report.passed`` is the verdict.
@@ -109,15 +134,22 @@ def check_model(
     if source is None and is_anec:
         raise InputError(f"{path}: an .anec file has no graph to check against: give its source")
     graph = Path(source) if source is not None else path
+    mode = _simulated_mode(device, path, mode, is_anec)
     graph_inputs, graph_outputs = graph_io(graph, dims={})
-    fed = resolve_inputs(graph_inputs, data=data, files=files, seed=seed)
-    with AneModel.load(device, path) as model:
+    names = [spec.name for spec in graph_outputs]
+    fed = resolve_inputs(graph_inputs, data=data, files=files, seed=seed, outputs=names)
+    with AneModel.load(device, path, mode=mode) as model:
         ins = _paired(model, graph_inputs, "input")
         outs = _paired(model, graph_outputs, "output")
         by_engine = {engine: fed[spec.name].reshape(shape) for engine, (spec, shape) in ins.items()}
         start = time.perf_counter()
         produced = model.run(by_engine)
         seconds = time.perf_counter() - start
+        repeats = []
+        for _ in range(repeat):
+            start = time.perf_counter()
+            model.run(by_engine)
+            repeats.append(time.perf_counter() - start)
     outputs = {
         outs[name][0].name: value.reshape(outs[name][0].shape)
         if -1 not in outs[name][0].shape
@@ -127,4 +159,4 @@ def check_model(
     reference = reference_outputs(graph, fed, cache_dir=cache_dir)
     report = compare(outputs, reference.outputs, tolerance=tolerance, per_output=per_output)
     log.info("%s: %s", path, "pass" if report.passed else "FAIL")
-    return ModelCheck(report, fed, outputs, reference, graph, seconds)
+    return ModelCheck(report, fed, outputs, reference, graph, seconds, tuple(repeats))

@@ -41,6 +41,21 @@ RUNTIMES: tuple[Runtime, ...] = ("onnxruntime", "onnx.reference")
 _CACHE_FORMAT = b"ane_build.check.reference/1"
 _META = "reference.json"
 _CHUNK = 1 << 20
+# The cache's folder name: under a project's state folder (``.ane_build/reference``) or under the
+# user's cache folder (`user_cache_dir`).
+CACHE_FOLDER = "reference"
+
+
+def user_cache_dir(environ: Mapping[str, str] = os.environ) -> Path:
+    """The reference cache outside a project: ``$XDG_CACHE_HOME/ane_build/reference``.
+
+    ``XDG_CACHE_HOME`` defaults to ``~/.cache`` and is ignored when relative, as the XDG base
+    directory rules say.
+    """
+    base = environ.get("XDG_CACHE_HOME", "")
+    if not os.path.isabs(base):
+        base = os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "ane_build" / CACHE_FOLDER
 
 
 class Session(Protocol):

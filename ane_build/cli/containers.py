@@ -89,8 +89,14 @@ def _inspect_rows(meta: Any) -> list[tuple[str, str]]:
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
-    """``inspect``: the container's metadata, without decoding payloads."""
+    """``inspect``: a container's metadata (payloads not decoded), or an ``.anec`` file's header."""
     from ..container import parse_ane_metadata
+    from ..run.model import ANEC_SUFFIXES
+
+    if args.model.suffix.lower() in ANEC_SUFFIXES:
+        from .inspect_anec import cmd_inspect_anec
+
+        return cmd_inspect_anec(args)
 
     meta = parse_ane_metadata(args.model)
     if args.json:
@@ -139,9 +145,17 @@ def add_parsers(sub: Any) -> None:
     add_convert_args(convert)
     convert.set_defaults(func=cmd_convert)
 
-    inspect = sub.add_parser("inspect", help="summarise a container's ane.* metadata")
-    inspect.add_argument("model", type=Path)
+    inspect = sub.add_parser(
+        "inspect", help="summarise a container's ane.* metadata or an .anec file's header"
+    )
+    inspect.add_argument("model", type=Path, help="an _ane.onnx container or an .anec/.ane file")
     inspect.add_argument("--json", action="store_true", help="machine-readable output")
+    inspect.add_argument(
+        "--payload-offset",
+        type=positive,
+        help="where an .anec file's payload starts (default 0x1000, as anecc writes; 0x800 for "
+        "files made for an older library)",
+    )
     inspect.set_defaults(func=cmd_inspect)
 
     verify = sub.add_parser("verify", help="check a container against every kernel rule")

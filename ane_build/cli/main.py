@@ -1,7 +1,8 @@
 """``ane-build`` / ``python -m ane_build`` and ``convert-to-ane``: parse, dispatch, report.
 
-Exit codes: 0 success, 1 a failed operation (one clear message; a traceback only with
-``--verbose``), 2 usage errors, 130 interrupted (Ctrl-C, one line). Nothing imports this layer.
+Exit codes: 0 success, 1 a failed operation or a failed check (one clear message; a traceback
+only with ``--verbose``), 2 usage errors, 3 inputs, test data or tolerances that do not fit the
+model, 130 interrupted (Ctrl-C, one line). Nothing imports this layer.
 """
 
 from __future__ import annotations
@@ -12,9 +13,9 @@ import sys
 import traceback
 from collections.abc import Callable, Sequence
 
-from ..errors import AneError
-from . import containers, project
-from .common import EXIT_FAILED, EXIT_INTERRUPTED
+from ..errors import AneError, InputError
+from . import containers, junit, llm, project, running
+from .common import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -23,7 +24,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--verbose", "-v", action="store_true", help="debug logs and tracebacks")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     containers.add_parsers(sub)
+    running.add_parsers(sub)
     project.add_parsers(sub)
+    junit.add_parsers(sub)
+    llm.add_parsers(sub)
     return parser
 
 
@@ -38,6 +42,9 @@ def run(func: Callable[[argparse.Namespace], int], args: argparse.Namespace, pro
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except InputError as exc:
+        _report(prog, f"bad input: {exc}", args.verbose)
+        return EXIT_BAD_INPUT
     except AneError as exc:
         _report(prog, f"error: {exc}", args.verbose)
     # Anything else is a bug in ane_build; still one line unless asked for the traceback.

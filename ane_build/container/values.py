@@ -30,7 +30,7 @@ def parse_decimal(text: str, key: str, label: str) -> int:
     try:
         value = kernel_decimal(text.encode("utf-8"))
     except KernelRejection as exc:
-        raise bad_value(label, key, text, f"the kernel refuses it: {exc.verdict.detail}") from exc
+        raise bad_value(label, key, text, str(exc)) from exc
     if value == 0:
         raise bad_value(label, key, text, "must not be zero (the kernel rejects it)")
     return value

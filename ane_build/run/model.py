@@ -9,6 +9,7 @@ must not decide which device to use.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,6 +74,10 @@ def _pair(
     return infos
 
 
+def _nchw(io: IoSlot) -> tuple[int, int, int, int]:
+    return io.n, io.c, io.h, io.w
+
+
 def _slot_infos(slots: Mapping[int, IoSlot], role: str) -> list[TensorInfo]:
     return [
         TensorInfo(io.name or f"slot{slot}", (io.n, io.c, io.h, io.w), np.dtype(np.float16), slot)
@@ -93,6 +98,9 @@ class AneModel(Closing):
         mode: How it is submitted (``"onnx"``: the kernel translates the container on the first
             run; ``"direct"``: the image is laid out here).
         last: What the last run did (timings, the device), or None before the first.
+        load_seconds: Wall time `load` took: metadata, graph, microcode, buffer allocation
+            (the payload upload and, in ONNX mode, the kernel's translation belong to the
+            first run's `SubmitResult.total`).
     """
 
     def __init__(
@@ -110,6 +118,15 @@ class AneModel(Closing):
         self.path = path
         self.mode: SubmitMode = mode
         self.last: SubmitResult | None = None
+        self.load_seconds = 0.0
+        # Settled once: the engine's name and NCHW of every input, the engine's name of every
+        # output, so a run only checks, converts and moves data.
+        engine = {slot: io.name or f"slot{slot}" for slot, io in program.io.items()}
+        self._names = frozenset(info.name for info in self.inputs)
+        self._feeds = [
+            (info, engine[info.slot], _nchw(program.io[info.slot])) for info in self.inputs
+        ]
+        self._returns = [(info.name, engine[info.slot], info.shape) for info in self.outputs]
 
     @classmethod
     def load(
@@ -131,7 +148,13 @@ class AneModel(Closing):
             AneError: The file cannot be read, has no ``ane.io`` ("cannot run or check"), its
                 slots do not match its graph, or the buffers cannot be allocated.
         """
-        path = Path(path)
+        start = time.perf_counter()
+        model = cls._load(device, Path(path), mode)
+        model.load_seconds = time.perf_counter() - start
+        return model
+
+    @classmethod
+    def _load(cls, device: ANEDevice, path: Path, mode: SubmitMode | None) -> AneModel:
         if path.suffix.lower() in ANEC_SUFFIXES:
             if mode == "onnx":
                 raise InputError(f"{path}: an .anec file has no container to submit in ONNX mode")
@@ -163,40 +186,33 @@ class AneModel(Closing):
         inputs, outputs = _slot_infos(anec.io, "input"), _slot_infos(anec.io, "output")
         return cls(program, inputs, outputs, path=path, mode="direct")
 
+    def _name_error(self, given: Mapping[str, npt.ArrayLike]) -> InputError:
+        names = [info.name for info in self.inputs]
+        unknown = sorted(set(given) - self._names)
+        missing = [name for name in names if name not in given]
+        parts = [f"unknown: {unknown}"] if unknown else []
+        parts += [f"missing: {missing}"] if missing else []
+        return InputError(f"{self.path}: inputs are {names}; {'; '.join(parts)}")
+
     def _engine_inputs(self, given: Mapping[str, npt.ArrayLike]) -> dict[str, np.ndarray]:
         """Every input checked and converted, keyed by slot name; nothing is written yet."""
-        names = [info.name for info in self.inputs]
-        unknown = sorted(set(given) - set(names))
-        missing = [name for name in names if name not in given]
-        if unknown or missing:
-            raise InputError(
-                f"{self.path}: inputs are {names}; "
-                + "; ".join(
-                    part
-                    for part in (
-                        f"unknown: {unknown}" if unknown else "",
-                        f"missing: {missing}" if missing else "",
-                    )
-                    if part
-                )
-            )
-        slots = self._program.io
+        if given.keys() != self._names:
+            raise self._name_error(given)
         out = {}
-        for info in self.inputs:
+        for info, engine, dims in self._feeds:
             value = np.asarray(given[info.name])
             if value.dtype not in ACCEPTED_DTYPES:
                 raise InputError(
                     f"{self.path}: input {info.name!r}: expected float16 or float32 data, got "
                     f"{value.dtype}"
                 )
-            same = strip_leading_ones(value.shape) == strip_leading_ones(info.shape)
-            if value.shape != info.shape and not same:
+            shape = value.shape
+            if shape != info.shape and strip_leading_ones(shape) != strip_leading_ones(info.shape):
                 raise InputError(
                     f"{self.path}: input {info.name!r}: expected shape {info.shape} (leading 1s "
-                    f"may be added or left out), got {value.shape}"
+                    f"may be added or left out), got {shape}"
                 )
-            io = slots[info.slot]
-            out[io.name or f"slot{info.slot}"] = to_fp16(value).reshape(io.n, io.c, io.h, io.w)
+            out[engine] = to_fp16(value).reshape(dims)
         return out
 
     def run(self, inputs: Mapping[str, npt.ArrayLike]) -> dict[str, np.ndarray]:
@@ -212,16 +228,10 @@ class AneModel(Closing):
                 was expected and what was given).
             AneDeviceError: The kernel failed the submit.
         """
-        engine = self._engine_inputs(inputs)
-        result = self._program.run(self.mode, engine)
+        result = self._program.run_prepared(self.mode, self._engine_inputs(inputs))
         self.last = result
-        slots = self._program.io
-        return {
-            info.name: result.outputs[slots[info.slot].name or f"slot{info.slot}"].reshape(
-                info.shape
-            )
-            for info in self.outputs
-        }
+        outputs = result.outputs
+        return {name: outputs[engine].reshape(shape) for name, engine, shape in self._returns}
 
     def close(self) -> None:
         """Free the program's buffers. Idempotent."""

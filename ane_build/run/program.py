@@ -17,6 +17,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from io import BufferedReader
 from pathlib import Path
+from types import MappingProxyType
 from typing import Literal, cast
 
 import numpy as np
@@ -28,7 +29,7 @@ from ..driver.device import ANEDevice, BufferObject, Submission
 from ..errors import AneDeviceError, InputError, ModelFileError, SubmitValidationError
 from ..formats.microcode import build_bootstrap, check_chain, walk_chain
 from ..formats.payload import IoSlot
-from ..formats.tiling import tile, untile
+from ..formats.tiling import FP16_LE, tile, to_fp16, untile
 
 SubmitMode = Literal["onnx", "direct"]
 _COPY_CHUNK = 8 << 20
@@ -62,10 +63,13 @@ class SubmitResult:
         td_size: First descriptor size.
         td_count: Descriptor count.
         slots: BO size per slot used (slot -> bytes), the bootstrap under key ``"btsp"``.
-        elapsed: Seconds in the submit ioctl.
+        elapsed: Seconds in the submit ioctl (on an ONNX-mode first run, the kernel's
+            translation of the container is part of it).
         total: Seconds for the whole run: uploads, inputs, the submit and reading outputs.
         translated: This run handed the kernel a container to parse (the first ONNX run).
         outputs: Output tensors read back from their BOs (fp16 NCHW), by name.
+        load: Seconds spent loading the program for this run (metadata, microcode, buffer
+            allocation); 0.0 when it was loaded beforehand and reused.
     """
 
     mode: SubmitMode
@@ -79,6 +83,7 @@ class SubmitResult:
     total: float = 0.0
     translated: bool = False
     outputs: Mapping[str, np.ndarray] = field(default_factory=dict)
+    load: float = 0.0
 
     def describe(self) -> str:
         """One human line: what ran where, and how long it took."""
@@ -88,9 +93,17 @@ class SubmitResult:
         mode = f"{self.mode} mode ({how})" if self.mode == "onnx" else "direct mode"
         return (
             f"submitted in {mode} to {where}: tsk_size=0x{self.tsk_size:x} "
-            f"td_size=0x{self.td_size:x} td_count={self.td_count}, BOs [{slots}], submit "
-            f"{self.elapsed * 1e3:.2f} ms of {self.total * 1e3:.2f} ms"
+            f"td_size=0x{self.td_size:x} td_count={self.td_count}, BOs [{slots}]; "
+            f"{_timings(self)}"
         )
+
+
+def _timings(result: SubmitResult) -> str:
+    """Where the time went: the whole, then loading, the run and the ioctl within it."""
+    parts = [f"load {result.load * 1e3:.2f} ms"] if result.load else []
+    parts.append(f"run {result.total * 1e3:.2f} ms")
+    parts.append(f"of which the submit ioctl {result.elapsed * 1e3:.2f} ms")
+    return f"took {(result.load + result.total) * 1e3:.2f} ms ({', '.join(parts)})"
 
 
 def _payload_length(payload: Payload) -> int:
@@ -184,6 +197,23 @@ class AneProgram(Closing):
                 raise SubmitValidationError(
                     f"{self.label}: ane.io names slot {slot} but ane.tiles gives it no buffer"
                 )
+        self._plan_runs()
+
+    def _plan_runs(self) -> None:
+        """Settle once what every run does with each slot, so a run only moves data."""
+        named = [(io.name or f"slot{slot}", slot, io) for slot, io in self.io.items()]
+        self._inputs = {
+            name: (io, self.buffers[slot]) for name, slot, io in named if io.role == "input"
+        }
+        # Anything the engine may write is cleared first: stale data never passes as a result.
+        self._cleared = [self.buffers[slot] for _, slot, io in named if io.role != "input"]
+        self._outputs = [
+            (name, io, self.buffers[slot]) for name, slot, io in named if io.role == "output"
+        ]
+        slots: dict[int | str, int] = {s: bo.size for s, bo in self.buffers.items()}
+        slots["btsp"] = self.btsp.size
+        self._slots = MappingProxyType(slots)
+        self._simulated = self.device.is_simulated
 
     # -- the command buffer ----------------------------------------------------------------
 
@@ -228,6 +258,18 @@ class AneProgram(Closing):
                 input name.
             AneDeviceError: The kernel failed the submit.
         """
+        return self.run_prepared(mode, self._prepare(inputs or {}))
+
+    def run_prepared(self, mode: SubmitMode, inputs: Mapping[str, np.ndarray]) -> SubmitResult:
+        """`run` with inputs already checked: by slot name, each its slot's NCHW shape.
+
+        For callers that have checked and converted inputs themselves (`AneModel`); the per-run
+        path then only moves data.
+
+        Raises:
+            SubmitValidationError: An unknown mode, or ONNX mode without a container.
+            AneDeviceError: The kernel failed the submit.
+        """
         if mode not in ("onnx", "direct"):
             raise SubmitValidationError(f"{self.label}: mode must be 'onnx' or 'direct' ({mode!r})")
         start = time.perf_counter()
@@ -237,7 +279,11 @@ class AneProgram(Closing):
         elif not translate and self._holds != "image":
             self._write_image()
             self._submission = None
-        self._write_inputs(inputs or {})
+        for name, array in inputs.items():
+            io, bo = self._inputs[name]
+            tile(array, row_stride=io.row_stride, plane_stride=io.plane_stride, out=bo.view)
+        for bo in self._cleared:
+            bo.zero()
         elapsed = self._submit(translate)
         return self._result(mode, translate, elapsed, time.perf_counter() - start)
 
@@ -275,55 +321,102 @@ class AneProgram(Closing):
     def _result(
         self, mode: SubmitMode, translated: bool, elapsed: float, total: float
     ) -> SubmitResult:
-        slots: dict[int | str, int] = {s: bo.size for s, bo in self.buffers.items()}
-        slots["btsp"] = self.btsp.size
         request = self._submission.request if self._submission else None
         return SubmitResult(
             mode=mode,
             device=self.device.path,
-            simulated=self.device.is_simulated,
+            simulated=self._simulated,
             tsk_size=request.tsk_size if request else self.tsk_size,
             td_size=request.td_size if request else self.td_size,
             td_count=request.td_count if request else self.td_count,
-            slots=slots,
+            slots=self._slots,
             elapsed=elapsed,
             total=total,
             translated=translated,
             outputs=self._read_outputs(),
         )
 
-    def _write_inputs(self, inputs: Mapping[str, np.ndarray]) -> None:
-        by_name = {
-            io.name or f"slot{slot}": slot for slot, io in self.io.items() if io.role == "input"
-        }
-        unknown = set(inputs) - set(by_name)
+    def _prepare(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """``inputs`` checked against their slots (names, element counts) and in NCHW shape."""
+        unknown = inputs.keys() - self._inputs.keys()
         if unknown:
             raise SubmitValidationError(
-                f"{self.label}: unknown input(s) {sorted(unknown)}; inputs are {sorted(by_name)}"
+                f"{self.label}: unknown input(s) {sorted(unknown)}; inputs are "
+                f"{sorted(self._inputs)}"
             )
-        for slot, io in self.io.items():
-            bo = self.buffers[slot]
-            name = io.name or f"slot{slot}"
-            if io.role == "input" and name in inputs:
-                array = np.asarray(inputs[name])
-                if array.size != io.n * io.c * io.h * io.w:
-                    raise InputError(
-                        f"{self.label}: input {name!r} has {array.size} elements "
-                        f"{array.shape}; slot {slot} holds {io.n}x{io.c}x{io.h}x{io.w}"
-                    )
-                array = array.reshape(io.n, io.c, io.h, io.w)
-                tile(array, row_stride=io.row_stride, plane_stride=io.plane_stride, out=bo.view)
-            elif io.role != "input":
-                bo.zero()
+        prepared = {}
+        for name, value in inputs.items():
+            io = self._inputs[name][0]
+            array = np.asarray(value)
+            if array.size != io.n * io.c * io.h * io.w:
+                raise InputError(
+                    f"{self.label}: input {name!r} has {array.size} elements {array.shape}; "
+                    f"its slot holds {io.n}x{io.c}x{io.h}x{io.w}"
+                )
+            prepared[name] = array.reshape(io.n, io.c, io.h, io.w)
+        return prepared
+
+    def write_region(self, name: str, values: np.ndarray, *, row: int = 0, column: int = 0) -> int:
+        """Write a block into part of an input's buffer, in the ANE layout; leave the rest as is.
+
+        ``values`` is ``(N, C, h, w)`` (lower ranks get leading 1s) with the slot's N and C; it
+        lands at rows ``row`` to ``row + h`` and columns ``column`` to ``column + w`` of every
+        plane. A state the program reads every run (a KV cache, a mask) then takes its new rows
+        in place instead of being laid out whole again. `run` leaves inputs it is not given as
+        they are.
+
+        Returns:
+            Bytes of tensor data written.
+
+        Raises:
+            SubmitValidationError: The program has no input of that name, or its buffer is too
+                small for the tensor its slot says it holds.
+            InputError: The block has another N or C, or does not fit the tensor at that place.
+        """
+        slot = next(
+            (
+                s
+                for s, io in self.io.items()
+                if io.role == "input" and (io.name or f"slot{s}") == name
+            ),
+            None,
+        )
+        if slot is None:
+            raise SubmitValidationError(f"{self.label}: no input {name!r}")
+        io, bo = self.io[slot], self.buffers[slot]
+        block = to_fp16(values)
+        if block.ndim > 4:
+            raise InputError(f"{self.label}: input {name!r}: a block of rank {block.ndim}")
+        n, c, h, w = (1,) * (4 - block.ndim) + block.shape
+        if (n, c) != (io.n, io.c) or min(row, column) < 0 or row + h > io.h or column + w > io.w:
+            raise InputError(
+                f"{self.label}: input {name!r} ({io.n}x{io.c}x{io.h}x{io.w}) cannot take a "
+                f"{n}x{c}x{h}x{w} block at row {row}, column {column}"
+            )
+        if not block.size:
+            return 0
+        end = (n * c - 1) * io.plane_stride + (io.h - 1) * io.row_stride + io.w * 2
+        if end > bo.size:
+            raise SubmitValidationError(
+                f"{self.label}: slot {slot} ({bo.size} bytes) is too small for {name!r}"
+            )
+        with bo.view.cast("B") as raw:
+            target: np.ndarray = np.ndarray(
+                (n, c, h, w),
+                dtype=FP16_LE,
+                buffer=raw,
+                offset=row * io.row_stride + column * 2,
+                strides=(c * io.plane_stride, io.plane_stride, io.row_stride, 2),
+            )
+            target[...] = block.reshape(n, c, h, w)
+            del target
+        return block.size * 2
 
     def _read_outputs(self) -> dict[str, np.ndarray]:
-        outputs = {}
-        for slot, io in self.io.items():
-            if io.role == "output":
-                outputs[io.name or f"slot{slot}"] = untile(
-                    self.buffers[slot].view, io.n, io.c, io.h, io.w, io.row_stride, io.plane_stride
-                )
-        return outputs
+        return {
+            name: untile(bo.view, io.n, io.c, io.h, io.w, io.row_stride, io.plane_stride)
+            for name, io, bo in self._outputs
+        }
 
     def close(self) -> None:
         """Free every BO of the program. Idempotent."""

@@ -8,7 +8,9 @@ graphs and must not decide which device to use.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -78,9 +80,11 @@ def submit_onnx_model(
     Raises:
         AneError: Invalid metadata, a descriptor chain that disagrees, or a failed submit.
     """
+    start = time.perf_counter()
     try:
         with program_for(device, model, metadata, mode=mode) as program:
-            result = program.run(mode, inputs)
+            loaded = time.perf_counter() - start
+            result = replace(program.run(mode, inputs), load=loaded)
     except AneError:
         log.debug("submit of %s failed", model if isinstance(model, str | Path) else "<bytes>")
         raise

@@ -4,7 +4,6 @@ import signal
 import subprocess
 import sys
 import time
-import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
@@ -204,27 +203,6 @@ def test_bad_config_fails_its_model_only(project: Path) -> None:
     assert "UnmetDependency" not in proc.stdout + proc.stderr
 
 
-def test_smoke_refuses_the_simulator_unless_allowed(project: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if k != "ANE_BUILD_ALLOW_SIM"}
-    proc = subprocess.run(
-        [sys.executable, "-m", "doit", "smoke"],
-        cwd=project,
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-    )
-    assert proc.returncode != 0
-    assert "refusing to use the simulator" in proc.stdout and "ANE_BUILD_ALLOW_SIM=1" in proc.stdout
-    proc = doit_cli(project, "smoke", env={"ANE_BUILD_ALLOW_SIM": "1"})
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "smoke: 4 passed, 0 failed on the simulator" in proc.stdout
-    suite = ET.parse(project / "build" / "smoke.xml").getroot()
-    assert suite.tag == "testsuite" and suite.get("tests") == "4" and suite.get("failures") == "0"
-    assert sorted(c.get("name") for c in suite.iter("testcase")) == MODELS
-    assert suite.find("properties/property[@name='simulated']").get("value") == "true"
-
-
 def test_list_and_clean(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
     build(project, capsys)
     proc = doit_cli(project, "list")
@@ -296,10 +274,13 @@ def test_watch_command_rebuilds_and_exits_0_on_ctrl_c(project: Path) -> None:
         while not output.exists() and time.monotonic() < deadline:
             time.sleep(0.05)
         assert output.exists(), "the initial build did not happen"
-        first = output.stat().st_mtime_ns
         cfg = project / "configs" / "relu.toml"
         cfg.write_text('toolchain = "anecc 3"\n' + cfg.read_text())
-        while output.stat().st_mtime_ns == first and time.monotonic() < deadline:
+        # A cycle already under way may write the container once more from the old config
+        # (under load the initial build can still be running): wait for the edit's own rebuild.
+        while time.monotonic() < deadline:
+            if parse_ane_metadata(output).toolchain == "anecc 3":
+                break
             time.sleep(0.05)
         assert parse_ane_metadata(output).toolchain == "anecc 3"
     finally:

@@ -213,6 +213,15 @@ def test_data_then_files_then_random(tmp_path: Path) -> None:
     np.testing.assert_array_equal(out["c"], random_inputs([GRAPH[2]], 4)["c"])
 
 
+def test_outputs_in_a_saved_run_are_skipped_and_other_names_still_refused(tmp_path: Path) -> None:
+    a = np.ones((1, 3, 2, 2), np.float32)
+    save_arrays(tmp_path / "run.npz", {"a": a, "y": np.zeros(3), "z": np.zeros(3)})
+    with pytest.raises(InputError, match="'y' is not an input"):
+        resolve_inputs(GRAPH, data=tmp_path / "run.npz", outputs=["z"])
+    out = resolve_inputs(GRAPH, data=tmp_path / "run.npz", outputs=["y", "z"])
+    np.testing.assert_array_equal(out["a"], a)
+
+
 def test_a_test_data_folder_feeds_inputs_by_position(tmp_path: Path) -> None:
     write_pb(tmp_path / "input_0.pb", np.ones((1, 3, 2, 2), np.float32))
     write_pb(tmp_path / "input_1.pb", np.arange(4, dtype=np.int32))

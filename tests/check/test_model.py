@@ -75,3 +75,10 @@ def test_an_anec_file_needs_its_source_and_pairs_by_order(tmp_path: Path) -> Non
     # says the program did not compute the source's relu.
     assert list(got.outputs) == ["y"] and got.outputs["y"].shape == (1, 77)
     assert not got.report.passed
+
+
+def test_direct_mode_on_the_simulator_is_checked_through_the_graph(tmp_path: Path) -> None:
+    with ANEDevice.simulated() as dev:
+        got = check_model(dev, _container(tmp_path), seed=2, mode="direct", repeat=3)
+    assert got.report.passed, got.report.table()
+    assert len(got.repeat_seconds) == 3 and all(t > 0 for t in got.repeat_seconds)

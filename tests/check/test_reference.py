@@ -18,6 +18,7 @@ from ane_build.check.reference import (
     Session,
     onnxruntime_session,
     reference_outputs,
+    user_cache_dir,
 )
 from ane_build.errors import AneFormatError, InputError, ReferenceRunError
 from tests.helpers import onnx_model, save_model, unary_model
@@ -308,3 +309,10 @@ def test_a_file_that_is_not_onnx_is_a_format_error_with_or_without_cache(
     junk.write_bytes(b"\x0a\xff\xff\xff\xff")
     with pytest.raises(AneFormatError, match=f"{junk}: not (a valid ONNX|an ONNX model)"):
         reference_outputs(junk, {"x": X}, cache_dir=tmp_path / "c" if cache else None)
+
+
+def test_the_user_cache_follows_xdg_and_ignores_a_relative_setting(tmp_path: Path) -> None:
+    home = Path.home()
+    assert user_cache_dir({"XDG_CACHE_HOME": str(tmp_path)}) == tmp_path / "ane_build" / "reference"
+    assert user_cache_dir({"XDG_CACHE_HOME": "rel"}) == home / ".cache" / "ane_build" / "reference"
+    assert user_cache_dir({}) == home / ".cache" / "ane_build" / "reference"

@@ -7,6 +7,7 @@ section 3 and the kernel vectors), not what the old simulator did.
 from __future__ import annotations
 
 import base64
+import binascii
 import errno
 import hashlib
 import tracemalloc
@@ -17,14 +18,16 @@ from hypothesis import strategies as st
 
 from ane_build.driver.kernel_onnx import (
     KernelVerdict,
+    b64,
     check_bo,
     decode_base64,
     parse_decimal,
     parse_entries,
     prepare_submit,
 )
-from ane_build.driver.kernel_onnx.b64 import CHUNK
+from ane_build.driver.kernel_onnx.b64 import CHUNK, decoded_length
 from ane_build.driver.kernel_onnx.translate import check_fit
+from ane_build.driver.kernel_onnx.verdict import Buffer
 from ane_build.driver.uapi import PAGE_SIZE, round_up
 from ane_build.errors import AneFormatError, Base64Error, InvalidArgumentError, KernelRejection
 
@@ -730,6 +733,55 @@ def test_a_translated_bo_no_longer_holds_a_container() -> None:
 def test_prepare_submit_needs_a_writable_bo() -> None:
     with pytest.raises(InvalidArgumentError, match="writable"):
         prepare_submit(memoryview(bytes(PAGE_SIZE)))
+
+
+class CountingBinascii:
+    """binascii with a count of the text bytes handed to ``a2b_base64``."""
+
+    def __init__(self) -> None:
+        self.text = 0
+        self.Error = binascii.Error
+
+    def a2b_base64(self, data: Buffer) -> bytes:
+        self.text += memoryview(data).nbytes
+        return binascii.a2b_base64(data)
+
+
+def test_prepare_submit_decodes_the_weights_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    weights = PAYLOAD  # over two chunks of text
+    container = even(HEADER + kernel_entries(weights=weights))
+    bo = bytearray(round_up(len(container), PAGE_SIZE))
+    bo[: len(container)] = container
+    counting = CountingBinascii()
+    monkeypatch.setattr(b64, "binascii", counting)
+    verdict = prepare_submit(memoryview(bo))
+    assert verdict.ok and bo[: len(image(weights=weights))] == image(weights=weights)
+    text = len(base64.b64encode(weights)) + len(base64.b64encode(MICROCODE))
+    # Once, but for the last piece of each payload: its '=' sends it down the careful path,
+    # which decodes that piece (at most a chunk) again.
+    assert text <= counting.text <= text + CHUNK < 2 * text
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    text=st.lists(
+        st.sampled_from([b"QUJD", b"Q", b"-", b"_", b"+", b"/", b"\n", b" ", b"=", b"\v", b"!"]),
+        max_size=40,
+    ).map(b"".join),
+    cut=st.integers(1, 9),
+)
+def test_decoded_length_is_what_decoding_gives_or_the_same_error(text: bytes, cut: int) -> None:
+    pieces = [text[at : at + cut] for at in range(0, len(text), cut)]
+    try:
+        decoded: bytes | Base64Error = decode_base64(text)
+    except Base64Error as exc:
+        decoded = exc
+    if isinstance(decoded, Base64Error):
+        with pytest.raises(Base64Error) as caught:
+            decoded_length(pieces, 0, "the text")
+        assert caught.value.offset == decoded.offset
+    else:
+        assert decoded_length(pieces, 0, "the text") == len(decoded)
 
 
 # --- parse_entries --------------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 import base64
 import errno
 import mmap
+from pathlib import Path
 
 import pytest
 
@@ -376,3 +377,60 @@ def test_zero_padding_after_the_chain_runs(tail: bytes, ok: bool) -> None:
         raw.submit(**fields)
     else:
         assert _errno(raw.submit, **fields) == errno.ETIMEDOUT
+
+
+def test_the_kernel_works_through_a_live_user_mapping_instead_of_its_own() -> None:
+    # A second mapping of the same pages would count them twice in the process's RSS.
+    raw = Raw()
+    weights = make_weights(3000, seed=2)
+    data = container(ane_entries(weights=weights))
+    cmd, btsp = raw.bo_init(len(data) + 1), raw.bo_init(TD)
+    raw.write(btsp, build_bootstrap(MICROCODE, TD))
+    with raw.kernel.mmap(raw.fd, cmd.size, cmd.offset) as whole:
+        whole[: len(data)] = data
+        req = raw.submit(
+            tsk_size=1,
+            td_count=1,
+            td_size=TD,
+            handles={0: cmd.handle},
+            btsp_handle=btsp.handle,
+            pad=uapi.ANE_SUBMIT_FLAG_ONNX,
+        )
+        at = len(MICROCODE) + -len(MICROCODE) % 16
+        assert whole[at : at + len(weights)] == weights and req.tsk_size == len(MICROCODE)
+        # Only the bootstrap BO, written through a mapping closed before the submit, needed one.
+        assert raw.kernel.own_mappings == 1
+    assert raw.kernel.bo_bytes(cmd.handle)[at : at + len(weights)] == weights
+    assert raw.kernel.own_mappings == 2
+    raw.bo_free(cmd.handle)
+    raw.bo_free(btsp.handle)
+    assert raw.kernel.own_mappings == 0
+
+
+def test_a_translated_program_loads_its_graph_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import numpy as np
+    import onnxruntime as ort
+
+    from ane_build import AneModel
+    from ane_build.driver.device import ANEDevice
+    from tests.helpers import graph_model, io_slots, synthetic_container
+
+    shape = (1, 2, 3, 4)
+    source = graph_model(tmp_path / "m.onnx", [("Neg", "y")], shape)
+    container = synthetic_container(source, tmp_path / "m_ane.onnx", io_slots(["x"], ["y"], shape))
+    made = []
+    real = ort.InferenceSession
+
+    def counting(*args: object, **kwargs: object) -> object:
+        made.append(args)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(ort, "InferenceSession", counting)
+    x = np.arange(24, dtype=np.float16).reshape(shape)
+    with ANEDevice.simulated() as dev, AneModel.load(dev, container) as model:
+        outs = [model.run({"x": x + i})["y"] for i in range(20)]
+    assert len(made) == 1
+    for i, out in enumerate(outs):
+        np.testing.assert_array_equal(out, -(x + i))

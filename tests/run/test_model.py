@@ -42,6 +42,7 @@ def test_a_container_runs_by_the_graphs_names(tmp_path: Path) -> None:
         np.testing.assert_array_equal(out["neg_out"], -half)
         assert out["relu_out"].dtype == np.float16 and out["relu_out"].shape == SHAPE
         assert model.last is not None and model.last.simulated and model.last.total > 0
+        assert model.load_seconds > 0
 
 
 def test_the_nchw_equivalent_shape_is_accepted(tmp_path: Path) -> None:

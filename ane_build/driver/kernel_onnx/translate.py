@@ -8,21 +8,23 @@ from dataclasses import dataclass
 
 from ...errors import InvalidArgumentError, KernelRejection
 from ..uapi import ANE_CMD_GRAN, round_up
-from .b64 import decode_pieces
+from .b64 import decode_pieces, decoded_length
 from .verdict import Buffer, KernelVerdict, refuse, refused
 from .wire import MICROCODE_KEY, TD_COUNT_KEY, TD_SIZE_KEY, WEIGHTS_KEY, BoImage, Scan, scan
 
 
 @dataclass(frozen=True)
-class _Plan:
-    """What a successful translation writes: the microcode, then the weights decoded from text."""
+class _Head:
+    """What the scan settled before the weights: the microcode, the sizes, the weights' text."""
 
     microcode: bytes
+    td_size: int
+    td_count: int
     weights: tuple[int, int] | None
-    weights_len: int
 
 
 Progress = Callable[[int, int], None]
+WEIGHTS_NAME = WEIGHTS_KEY.decode()
 
 
 class _Digest:
@@ -41,16 +43,18 @@ class _Digest:
             self._progress(self.size, max(self.size, self._expected))
 
 
-class _Writer:
-    """Writes decoded chunks one after the other into ``target`` from ``at``."""
+class _Writer(_Digest):
+    """Writes decoded chunks one after the other into ``target`` from ``at``, hashing them."""
 
     def __init__(self, target: memoryview, at: int) -> None:
+        super().__init__()
         self.target = target
         self.at = at
 
     def __call__(self, chunk: bytes) -> None:
         self.target[self.at : self.at + len(chunk)] = chunk
         self.at += len(chunk)
+        super().__call__(chunk)
 
 
 def _check_sizes(found: Scan) -> tuple[int, int]:
@@ -83,9 +87,8 @@ def check_fit(tsk_size: int, weights_len: int, bo_size: int) -> None:
         raise refuse("payload-exceeds-bo", detail, None, stage="submit")
 
 
-def _translate(
-    bo: BoImage, found: Scan, progress: Progress | None = None
-) -> tuple[KernelVerdict, _Plan]:
+def _head(bo: BoImage, found: Scan) -> _Head:
+    """The post-scan checks up to the weights, and the decoded microcode (rule 7, U2)."""
     microcode_at = found.entries.get(MICROCODE_KEY)
     if microcode_at is None:
         detail = "no metadata entry has both the key ane.microcode.b64 and a value"
@@ -97,46 +100,50 @@ def _translate(
     if not microcode:
         detail = f"ane.microcode.b64 at offset {microcode_at[0]} decodes to 0 bytes"
         raise refuse("empty-microcode", detail, microcode_at[0])
-    weights_at = found.entries.get(WEIGHTS_KEY)
-    expected = (weights_at[1] - weights_at[0]) * 3 // 4 if weights_at else 0
-    weights = _Digest(expected, progress)
-    if weights_at is not None:
-        decode_pieces(bo.pieces(*weights_at), weights_at[0], "ane.weights.b64", weights)
-    check_fit(len(microcode), weights.size, bo.size)
+    return _Head(microcode, td_size, td_count, found.entries.get(WEIGHTS_KEY))
+
+
+def _accepted(head: _Head, weights: _Digest) -> KernelVerdict:
     detail = (
-        f"accepted: {len(microcode)} bytes of microcode, {weights.size} bytes of weights, "
-        f"td_size {td_size}, td_count {td_count}"
+        f"accepted: {len(head.microcode)} bytes of microcode, {weights.size} bytes of weights, "
+        f"td_size {head.td_size}, td_count {head.td_count}"
     )
-    verdict = KernelVerdict(
-        0, "", "", detail, None, len(microcode), td_size, td_count, weights.size,
-        hashlib.sha256(microcode).hexdigest(), weights.sha256.hexdigest(),
+    return KernelVerdict(
+        0, "", "", detail, None, len(head.microcode), head.td_size, head.td_count, weights.size,
+        hashlib.sha256(head.microcode).hexdigest(), weights.sha256.hexdigest(),
     )  # fmt: skip
-    return verdict, _Plan(microcode, weights_at, weights.size)
 
 
-def _evaluate(bo: BoImage, progress: Progress | None = None) -> tuple[KernelVerdict, _Plan | None]:
-    try:
-        return _translate(bo, scan(bo), progress)
-    except KernelRejection as exc:
-        return refused(exc.verdict), None
+def _check(bo: BoImage, progress: Progress | None) -> KernelVerdict:
+    """Both stages, the weights decoded only to count and hash them."""
+    head = _head(bo, scan(bo))
+    expected = (head.weights[1] - head.weights[0]) * 3 // 4 if head.weights else 0
+    weights = _Digest(expected, progress)
+    if head.weights is not None:
+        start, stop = head.weights
+        decode_pieces(bo.pieces(start, stop), start, WEIGHTS_NAME, weights)
+    check_fit(len(head.microcode), weights.size, bo.size)
+    return _accepted(head, weights)
 
 
-def _rewrite(bo: BoImage, plan: _Plan) -> None:
+def _rewrite(bo: BoImage, head: _Head, weights_len: int) -> KernelVerdict:
+    """Microcode, zeros to 16 bytes, weights: the weights decoded once, straight into place."""
     view = bo.view
-    weights_out = round_up(len(plan.microcode), ANE_CMD_GRAN)
-    if plan.weights is not None and plan.weights_len:
-        start, stop = plan.weights
-        if weights_out <= start:
-            # Decoding yields at most 3 bytes per 4 read, so writes from weights_out on stay
-            # behind the text still to be read.
-            target, at = view, weights_out
-        else:
-            target, at = memoryview(bytearray(plan.weights_len)), 0
-        decode_pieces(bo.pieces(start, stop), start, "ane.weights.b64", _Writer(target, at))
-        if target is not view:
-            view[weights_out : weights_out + plan.weights_len] = target
-    view[: len(plan.microcode)] = plan.microcode
-    view[len(plan.microcode) : weights_out] = bytes(weights_out - len(plan.microcode))
+    microcode = head.microcode
+    weights_out = round_up(len(microcode), ANE_CMD_GRAN)
+    # Decoding yields at most 3 bytes per 4 read, so writes from weights_out on stay behind the
+    # text still to be read when the text does not start before them; else a staging buffer.
+    direct = head.weights is None or weights_out <= head.weights[0]
+    target = view if direct else memoryview(bytearray(weights_len))
+    writer = _Writer(target, weights_out if direct else 0)
+    if head.weights is not None and weights_len:
+        start, stop = head.weights
+        decode_pieces(bo.pieces(start, stop), start, WEIGHTS_NAME, writer)
+        if not direct:
+            view[weights_out : weights_out + weights_len] = target
+    view[: len(microcode)] = microcode
+    view[len(microcode) : weights_out] = bytes(weights_out - len(microcode))
+    return _accepted(head, writer)
 
 
 def check_bo(
@@ -159,15 +166,19 @@ def check_bo(
     Raises:
         InvalidArgumentError: ``bo_size`` is smaller than ``data``.
     """
-    return _evaluate(BoImage.holding(data, bo_size), progress)[0]
+    try:
+        return _check(BoImage.holding(data, bo_size), progress)
+    except KernelRejection as exc:
+        return refused(exc.verdict)
 
 
 def prepare_submit(bo: memoryview) -> KernelVerdict:
     """Do what the kernel does to the slot-0 BO on an ONNX-flag submit.
 
     On success the BO is rewritten in place: microcode, zeros to the next 16 bytes, weights; the
-    rest keeps its old bytes. Weights are decoded straight into place when their text does not
-    start before their destination, else through one temporary buffer. On failure the BO is
+    rest keeps its old bytes. The weights text is first checked and measured without decoding
+    (one ``bytes.translate`` pass), then decoded once, straight into place when their text does
+    not start before their destination, else through one temporary buffer. On failure the BO is
     unchanged. The BO must not change while this runs.
 
     Args:
@@ -183,7 +194,13 @@ def prepare_submit(bo: memoryview) -> KernelVerdict:
     if view.readonly:
         raise InvalidArgumentError("prepare_submit rewrites the BO in place; it needs it writable")
     image = BoImage(view, len(view))
-    verdict, plan = _evaluate(image)
-    if plan is not None:
-        _rewrite(image, plan)
-    return verdict
+    try:
+        head = _head(image, scan(image))
+        weights_len = 0
+        if head.weights is not None:
+            start, stop = head.weights
+            weights_len = decoded_length(image.pieces(start, stop), start, WEIGHTS_NAME)
+        check_fit(len(head.microcode), weights_len, image.size)
+    except KernelRejection as exc:
+        return refused(exc.verdict)
+    return _rewrite(image, head, weights_len)

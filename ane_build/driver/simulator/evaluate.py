@@ -102,8 +102,12 @@ def _strided(
 
 
 def read_tensor(buf: memoryview, slot: Slot) -> npt.NDArray[np.float16]:
-    """A copy of the tensor the engine would read from ``buf``."""
-    return _strided(buf, slot.dims, (2, slot.row_stride, slot.plane_stride)).copy()
+    """The tensor the engine would read from ``buf``, contiguous.
+
+    A view of ``buf`` when the layout is already dense (no copy for big tensors such as a KV
+    cache), else a copy; valid while ``buf`` is.
+    """
+    return np.ascontiguousarray(_strided(buf, slot.dims, (2, slot.row_stride, slot.plane_stride)))
 
 
 def write_tensor(
@@ -114,12 +118,46 @@ def write_tensor(
     _strided(buf, dims, strides)[...] = np.asarray(value, dtype=np.float16).reshape(dims)
 
 
-def _session(model_bytes: bytes) -> Any:
-    import onnxruntime as ort
+class Graph:
+    """A container's graph and ``ane.io`` as the kernel saw them at translation.
 
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    return ort.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"])
+    Parsed and loaded into onnxruntime once, on the first evaluation, then reused by every
+    resubmit of the translated program (a program runs many times; making a session is the
+    slowest part of a run).
+    """
+
+    def __init__(self, model: bytes, io: bytes) -> None:
+        self.model = model
+        self.io = io
+        self._slots: dict[int, Slot] | None = None
+        self._session: Any = None
+
+    @property
+    def slots(self) -> dict[int, Slot]:
+        """The parsed ``ane.io``.
+
+        Raises:
+            EvaluationError: It is not the slot map the container format defines.
+        """
+        if self._slots is None:
+            self._slots = parse_io(self.io)
+        return self._slots
+
+    def session(self) -> Any:
+        """The onnxruntime session, made on first use.
+
+        Raises:
+            Exception: Whatever onnxruntime raises for a graph it cannot load.
+        """
+        if self._session is None:
+            import onnxruntime as ort
+
+            options = ort.SessionOptions()
+            options.log_severity_level = 3
+            self._session = ort.InferenceSession(
+                self.model, options, providers=["CPUExecutionProvider"]
+            )
+        return self._session
 
 
 _ORT_TYPES = {
@@ -152,13 +190,12 @@ def _feeds(
             raise EvaluationError(f"graph input {name!r} is {info.type}, not a float tensor")
         value = read_tensor(buffers[slot], spec)
         shape = [d if isinstance(d, int) else -1 for d in info.shape]
-        feeds[name] = value.reshape(shape).astype(dtype)
+        feeds[name] = value.reshape(shape).astype(dtype, copy=False)
     return feeds
 
 
 def evaluate(
-    model_bytes: bytes,
-    slots: Mapping[int, Slot],
+    graph: Graph,
     buffers: Mapping[int, memoryview],
     faults: Sequence[str] = (),
 ) -> tuple[str, ...]:
@@ -173,8 +210,9 @@ def evaluate(
     Raises:
         EvaluationError: The graph cannot be run on these inputs.
     """
+    slots = graph.slots
     try:
-        session = _session(model_bytes)
+        session = graph.session()
         feeds = _feeds(session, slots, buffers)
         names = [o.name for o in session.get_outputs()]
         results = dict(zip(names, session.run(None, feeds), strict=True))
@@ -191,7 +229,7 @@ def evaluate(
             spec.name if spec.name and spec.name in results else names[min(index, len(names) - 1)]
         )
         chosen[slot] = name
-        values[slot] = np.asarray(results[name]).astype(np.float16).reshape(spec.dims)
+        values[slot] = np.asarray(results[name]).astype(np.float16, copy=False).reshape(spec.dims)
     values = apply_value_faults(faults, values)
     for slot, spec in outs:
         strides = (2, spec.row_stride, spec.plane_stride)

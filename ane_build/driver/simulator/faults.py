@@ -61,6 +61,8 @@ def _bits(array: npt.NDArray[np.float16]) -> npt.NDArray[np.uint16]:
 
 def apply_value_faults(faults: Sequence[str], outputs: Outputs) -> Outputs:
     """Apply the faults that change values (all but ``stride``) to copies of ``outputs``."""
+    if not faults:
+        return outputs
     out = {slot: np.array(value, dtype=np.float16, copy=True) for slot, value in outputs.items()}
     slots = sorted(out)
     rng = np.random.default_rng(_SEED)

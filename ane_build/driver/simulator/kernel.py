@@ -27,7 +27,7 @@ from ...errors import DeviceNotFoundError, InvalidArgumentError
 from .. import uapi
 from ..kernel_onnx import prepare_submit
 from .engine import EngineHangError, run_chain
-from .evaluate import EvaluationError, evaluate, graph_and_io, parse_io
+from .evaluate import EvaluationError, Graph, evaluate, graph_and_io
 from .faults import check_faults
 
 log = logging.getLogger(__name__)
@@ -77,12 +77,23 @@ class _Bo:
     offset: int
     memfd: int
     owner: int
-    kmap: mmap.mmap
+    kmap: mmap.mmap | None = None
     mappings: list[mmap.mmap] = field(default_factory=list)
 
     @property
     def view(self) -> memoryview:
-        """The kernel's own view of the BO's pages."""
+        """The kernel's view of the BO's pages.
+
+        The real kernel's own mapping of a BO is not charged to the process; a second mapping
+        here would be, doubling the resident size of every page both sides touch (a 1.4 GB
+        container would count 2.8 GB). So the kernel borrows a live user mapping of the whole
+        BO, and maps the memfd itself only when there is none. Same pages either way.
+        """
+        for mapping in self.mappings:
+            if not mapping.closed and len(mapping) == self.size:
+                return memoryview(mapping)
+        if self.kmap is None:
+            self.kmap = mmap.mmap(self.memfd, self.size, flags=mmap.MAP_SHARED)
         return memoryview(self.kmap)
 
 
@@ -96,8 +107,7 @@ class _Program:
     """
 
     microcode_sha256: str
-    model: bytes
-    io: bytes
+    graph: Graph
 
 
 @dataclass
@@ -208,13 +218,19 @@ class SimulatedKernel:
         return len(self._fds)
 
     @property
+    def own_mappings(self) -> int:
+        """Live BOs the kernel had to map itself (no user mapping of the whole BO to borrow)."""
+        return sum(bo.kmap is not None for bo in self._bos.values())
+
+    @property
     def address_space_used(self) -> int:
         """Bytes of ANE address space held by live BOs."""
         return sum(bo.size for bo in self._bos.values())
 
     def bo_bytes(self, handle: int) -> bytes:
         """A copy of a live BO's contents (for tests)."""
-        return bytes(self._bos[handle].kmap)
+        with self._bos[handle].view as view:
+            return bytes(view)
 
     # -- fault injection --------------------------------------------------------------------
 
@@ -351,12 +367,11 @@ class SimulatedKernel:
         memfd = os.memfd_create(f"ane-bo-{handle}", os.MFD_CLOEXEC)
         try:
             os.ftruncate(memfd, size)
-            kmap = mmap.mmap(memfd, size, flags=mmap.MAP_SHARED)
         except OSError:
             os.close(memfd)
             raise
         owner = next(fd for fd, fd_state in self._fds.items() if fd_state is state)
-        bo = _Bo(handle, size, _OFFSET_BASE + handle * (1 << 32), memfd, owner, kmap)
+        bo = _Bo(handle, size, _OFFSET_BASE + handle * (1 << 32), memfd, owner)
         state.bos[handle] = bo
         self._bos[handle] = bo
         req.handle, req.size, req.offset = handle, size, bo.offset
@@ -374,7 +389,8 @@ class SimulatedKernel:
             # Legal for the kernel (the mapping keeps the pages), but it breaks the free order.
             self.freed_while_mapped += 1
         try:
-            bo.kmap.close()
+            if bo.kmap is not None:
+                bo.kmap.close()
         except BufferError:
             # A view is still held (say, by a traceback); the mapping goes with the last one.
             log.debug("simulated kernel: BO %d mapping still referenced; unmapped later", bo.handle)
@@ -442,7 +458,7 @@ class SimulatedKernel:
         self._programs.pop(cmd.handle, None)
         if evaluation is not None:
             code = cmd.view[: verdict.tsk_size]
-            self._programs[cmd.handle] = _Program(_sha256(code), *evaluation)
+            self._programs[cmd.handle] = _Program(_sha256(code), Graph(*evaluation))
 
     def _program_of(self, cmd: _Bo | None, req: uapi.drm_ane_submit) -> _Program | None:
         if cmd is None:
@@ -467,7 +483,7 @@ class SimulatedKernel:
         if program is None:
             return (), None
         try:
-            slots = parse_io(program.io)
+            slots = program.graph.slots
             if not any(slot.role == "output" for slot in slots.values()):
                 return (), None
             views = {
@@ -475,7 +491,7 @@ class SimulatedKernel:
                 for s in slots
                 if 0 <= s < uapi.ANE_TILE_COUNT and req.handles[s]
             }
-            return evaluate(program.model, slots, views, self.output_faults), None
+            return evaluate(program.graph, views, self.output_faults), None
         except (EvaluationError, KeyError) as exc:
             # The kernel accepted the submit; only the CPU stand-in for the engine failed.
             log.warning("simulator: outputs not computed: %s", exc)
