@@ -53,6 +53,8 @@ class CheckSettings:
 class DeployRecord:
     """The outcome of one deploy, as written to ``build/deploy/<model>.json``.
 
+    ``submit_ms`` is the submit ioctl alone; ``run_ms`` the whole run (loading the program,
+    uploads, the submit, reading outputs), which is what a big container costs.
     ``check`` is `CheckReport.to_json` of the check (``null`` when none ran) and ``check_note``
     says why none ran (no I/O map, or not asked for); ``report`` is the check's report itself
     (not written).
@@ -70,6 +72,7 @@ class DeployRecord:
     submit_ms: float
     timestamp: float
     summary: str
+    run_ms: float = 0.0
     check: dict[str, Any] | None = None
     check_note: str | None = None
     check_ms: float | None = None
@@ -150,6 +153,7 @@ def deploy_container(
         td_size=result.td_size,
         td_count=result.td_count,
         submit_ms=round(result.elapsed * 1e3, 3),
+        run_ms=round((result.load + result.total) * 1e3, 3),
         timestamp=time.time(),
         summary=result.describe(),
         check=checked.report.to_json() if checked.report is not None else None,

@@ -66,6 +66,8 @@ def test_deploy_writes_a_record(tmp_path: Path, mode: str) -> None:
     data = json.loads(record.read_text())
     assert data == json.loads(rec.to_json())
     assert data["simulated"] is True and data["mode"] == mode and data["td_count"] == 1
+    # The ioctl is one part of the run; the record keeps both (a big container's cost is the run).
+    assert 0 < data["submit_ms"] < data["run_ms"]
     assert not list(record.parent.glob(".*.tmp"))
 
 

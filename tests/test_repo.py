@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import fnmatch
 import re
 from pathlib import Path
+
+import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -27,3 +30,12 @@ def test_the_quick_start_has_exactly_two_commands() -> None:
 def test_ci_runs_the_readmes_check_command_unchanged() -> None:
     script = (REPO / ".ci" / "run").read_text().splitlines()
     assert _quick_start()[1] in script
+
+
+def test_every_test_folder_is_collected(pytestconfig: pytest.Config) -> None:
+    """No folder of tests matches ``norecursedirs`` (pytest's default list skips ``build``)."""
+    patterns = pytestconfig.getini("norecursedirs")
+    folders = {path.parent for path in (REPO / "tests").rglob("test_*.py")}
+    for folder in folders:
+        for part in folder.relative_to(REPO).parts:
+            assert not any(fnmatch.fnmatch(part, p) for p in patterns), (folder, part)

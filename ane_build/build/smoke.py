@@ -24,15 +24,22 @@ from ..driver.device import ANEDevice, open_device
 from ..errors import AneError, ConfigError, InvalidArgumentError
 from ..run import SubmitMode
 from .actions import say
-from .context import context
+from .context import BuildContext, context
+from .deploying import check_settings
 from .junit import SHARD_PROPERTY, SIMULATED_PROPERTY, Case, count_line, junit_suite, to_bytes
-from .layout import SMOKE_XML, STATE_DIR
-from .smoke_cases import MODEL_CLASS, SAMPLE_CLASS, CaseSettings, model_case, sample_case
+from .layout import REFERENCE_DIR, SMOKE_XML, STATE_DIR
+from .smoke_cases import (
+    MODEL_CLASS,
+    SAMPLE_CLASS,
+    CaseSettings,
+    SmokeTarget,
+    model_case,
+    sample_case,
+)
 
 ALLOW_SIM_ENV = "ANE_BUILD_ALLOW_SIM"
 SMOKE_JSON = os.fspath(Path(SMOKE_XML).with_suffix(".json"))
 # Reference outputs of unchanged graphs and inputs are reused across smoke runs.
-REFERENCE_CACHE = f"{STATE_DIR}/reference"
 RUN_CLASS = "smoke.run"
 
 
@@ -76,15 +83,6 @@ class Shard:
         """
         digest = hashlib.sha256(key.encode()).digest()
         return int.from_bytes(digest[:8], "big") % self.count + 1 == self.index
-
-
-@dataclass(frozen=True)
-class SmokeTarget:
-    """A model to smoke: its container and how it is submitted when it is not checked."""
-
-    name: str
-    container: Path
-    mode: SubmitMode = "onnx"
 
 
 @dataclass
@@ -198,9 +196,7 @@ def run_smoke(
     run = SmokeRun(where, device.is_simulated, settings.hardware, shard)
     for target in sorted(targets, key=lambda t: t.name):
         if shard.holds(f"{MODEL_CLASS}:{target.name}"):
-            run.cases.append(
-                model_case(device, target.name, target.container, target.mode, settings)
-            )
+            run.cases.append(model_case(device, target, settings))
     chosen = [path for path in samples if shard.holds(f"{SAMPLE_CLASS}:{path.name}")]
     if chosen:
         with tempfile.TemporaryDirectory(prefix="ane-smoke-") as graphs:
@@ -258,6 +254,14 @@ def _write(root: Path, run: SmokeRun) -> None:
     write_atomic(root / SMOKE_JSON, run.to_json().encode())
 
 
+def _target(ctx: BuildContext, name: str) -> SmokeTarget:
+    """A model of the project as a smoke target, with its config's ``[check]`` settings."""
+    node = ctx.models[name]
+    mode: SubmitMode = "direct" if node.submit_mode == "direct" else "onnx"
+    check = check_settings(ctx, name)
+    return SmokeTarget(name, Path(node.output), mode, check, checked=check is not None)
+
+
 def smoke_action(shard: str = "", repeat: int = 0) -> bool:
     """Doit action: smoke every model (and the samples) of a shard; JUnit, JSON and a summary."""
     ctx = context()
@@ -278,16 +282,13 @@ def smoke_action(shard: str = "", repeat: int = 0) -> bool:
         run = SmokeRun("none", False, True, chosen, [failed])
         _write(ctx.root, run)
         return False
-    targets = [
-        SmokeTarget(name, Path(node.output), "direct" if node.submit_mode == "direct" else "onnx")
-        for name, node in ctx.models.items()
-    ]
+    targets = [_target(ctx, name) for name in ctx.models]
     start = time.perf_counter()
     with opened as device:
         settings = CaseSettings(
             hardware=not device.is_simulated,
             repeat=repeat,
-            cache_dir=ctx.root / REFERENCE_CACHE,
+            cache_dir=ctx.root / STATE_DIR / REFERENCE_DIR,
         )
         run = run_smoke(device, targets, samples=samples, shard=chosen, settings=settings)
     _write(ctx.root, run)

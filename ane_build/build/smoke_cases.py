@@ -20,7 +20,7 @@ from ..check import ModelCheck, check_model
 from ..check.compare import OutputReport
 from ..check.samples import SAMPLES, write_sample_graph
 from ..container import parse_ane_metadata
-from ..deploy import deploy_container
+from ..deploy import CheckSettings, deploy_container
 from ..driver.device import ANEDevice
 from ..errors import AneError
 from ..run import SubmitMode
@@ -36,6 +36,21 @@ SIMULATOR_NOTE = (
 )
 
 Checked = Literal["numeric", "shape"]
+
+
+@dataclass(frozen=True)
+class SmokeTarget:
+    """A model to smoke: its container, how it is submitted, and its ``[check]`` settings.
+
+    ``check`` None checks with the defaults (source from the container); ``checked`` False (the
+    config's ``[check] enabled = false``) submits without checking.
+    """
+
+    name: str
+    container: Path
+    mode: SubmitMode = "onnx"
+    check: CheckSettings | None = None
+    checked: bool = True
 
 
 @dataclass(frozen=True)
@@ -145,20 +160,35 @@ def _checked_case(
 def _run_check(
     device: ANEDevice,
     path: Path,
-    source: Path | None,
+    check: CheckSettings | None,
     settings: CaseSettings,
     mode: SubmitMode | None = None,
 ) -> tuple[ModelCheck, dict[str, str]]:
-    check = check_model(
-        device,
-        path,
-        source=source,
-        seed=settings.seed,
-        cache_dir=settings.cache_dir,
-        mode=mode,
-        repeat=settings.repeat,
-    )
-    return check, latency_figures(check.repeat_seconds) if check.repeat_seconds else {}
+    """Check a program; ``check`` (a model's ``[check]``) overrides the run's defaults."""
+    if check is None:
+        measured = check_model(
+            device,
+            path,
+            seed=settings.seed,
+            cache_dir=settings.cache_dir,
+            mode=mode,
+            repeat=settings.repeat,
+        )
+    else:
+        measured = check_model(
+            device,
+            path,
+            source=check.source,
+            data=check.data,
+            seed=check.seed,
+            tolerance=check.tolerance,
+            per_output=check.per_output,
+            cache_dir=settings.cache_dir,
+            mode=mode,
+            repeat=settings.repeat,
+        )
+    figures = latency_figures(measured.repeat_seconds) if measured.repeat_seconds else {}
+    return measured, figures
 
 
 def _failed(classname: str, name: str, start: float, exc: AneError, ran_on: str) -> Case:
@@ -172,14 +202,15 @@ def _failed(classname: str, name: str, start: float, exc: AneError, ran_on: str)
     )
 
 
-def model_case(
-    device: ANEDevice, name: str, container: Path, mode: SubmitMode, settings: CaseSettings
-) -> Case:
-    """Smoke one model: check it when it has an I/O map, else submit it.
+def model_case(device: ANEDevice, target: SmokeTarget, settings: CaseSettings) -> Case:
+    """Smoke one model: check it with its ``[check]`` settings, or submit it only.
+
+    Only a container with an I/O map whose config does not turn checking off is checked.
 
     A synthetic container is skipped on hardware: its pseudo-random descriptors are no program
     for a real engine.
     """
+    name, container = target.name, target.container
     start = time.perf_counter()
     try:
         meta = parse_ane_metadata(container)
@@ -190,8 +221,8 @@ def model_case(
                 "skipped",
                 message="synthetic container (not real ANE code): not submitted to hardware",
             )
-        if meta.io:
-            check, latency = _run_check(device, container, None, settings, mode)
+        if meta.io and target.checked:
+            check, latency = _run_check(device, container, target.check, settings, target.mode)
             return _checked_case(
                 MODEL_CLASS,
                 name,
@@ -202,10 +233,14 @@ def model_case(
                 latency=latency,
                 seconds=time.perf_counter() - start,
             )
-        record = deploy_container(name, container, device=device, mode=mode)
+        record = deploy_container(name, container, device=device, mode=target.mode)
     except AneError as exc:
         return _failed(MODEL_CLASS, name, start, exc, settings.ran_on)
-    note = "no ane.io in the container: submitted only, outputs not checked"
+    note = (
+        "no ane.io in the container: submitted only, outputs not checked"
+        if target.checked
+        else "[check] enabled = false in its config: submitted only, outputs not checked"
+    )
     props = {
         "ran_on": settings.ran_on,
         "checked": "submit",
@@ -243,7 +278,9 @@ def sample_case(device: ANEDevice, anec: Path, graphs: Path, settings: CaseSetti
     try:
         graph = graphs / f"{anec.stem}.onnx"
         write_sample_graph(name, graph)
-        check, latency = _run_check(device, anec, graph, settings)
+        check, latency = _run_check(
+            device, anec, CheckSettings(source=graph, seed=settings.seed), settings
+        )
     except AneError as exc:
         return _failed(SAMPLE_CLASS, name, start, exc, settings.ran_on)
     return _checked_case(

@@ -294,7 +294,7 @@ def test_smoke_refuses_the_simulator_unless_allowed(project: Path) -> None:
     assert [c.get("name") for c in suite.iter("testcase")] == EXAMPLE_MODELS
     assert suite.find("properties/property[@name='simulated']").get("value") == "true"
     checked = {c.get("name"): properties(c)["checked"] for c in suite.iter("testcase")}
-    assert checked == {"add": "submit", "concat": "submit", "relu": "numeric", "sigmoid": "numeric"}
+    assert checked == dict.fromkeys(EXAMPLE_MODELS, "numeric")  # compiled: every one has ane.io
     for name in ("smoke.xml", "smoke.json"):
         # Written under the umask of the run (027), like every other output.
         assert stat.S_IMODE((project / "build" / name).stat().st_mode) == 0o640, name
@@ -305,12 +305,30 @@ def test_doit_smoke_fails_on_a_simulated_fault_and_names_the_output(project: Pat
     assert proc.returncode != 0
     assert "smoke: relu: FAIL" in proc.stdout and "FAIL y: max abs" in proc.stdout
     suite = ET.parse(project / "build" / "smoke.xml").getroot()
-    assert suite.get("failures") == "2"
+    assert suite.get("failures") == "4"
     record = json.loads((project / "build" / "smoke.json").read_text())
     assert record["passed"] is False
     relu = next(c for c in record["cases"] if c["name"] == "relu")
     assert relu["status"] == "failed" and relu["properties"]["passed"] is False
     assert math.isclose(relu["properties"]["max_rel"], 0.01, rel_tol=0.1)
+
+
+def test_doit_smoke_checks_each_model_with_its_config(project: Path) -> None:
+    """A model's [check] table reaches smoke: its tolerance, and turning the check off."""
+    with (project / "configs" / "relu.toml").open("a") as cfg:
+        cfg.write("\n[check]\nrtol = 0.02\n")  # the scale fault is off by 1 %
+    with (project / "configs" / "sigmoid.toml").open("a") as cfg:
+        cfg.write("\n[check]\nenabled = false\n")
+    proc = doit_smoke(project, ANE_BUILD_ALLOW_SIM="1", ANE_BUILD_SIM_FAULTS="scale")
+    suite = ET.parse(project / "build" / "smoke.xml").getroot()
+    cases = {c.get("name"): c for c in suite.iter("testcase")}
+    assert properties(cases["relu"])["checked"] == "numeric", proc.stdout
+    assert cases["relu"].find("failure") is None, proc.stdout
+    assert properties(cases["sigmoid"])["checked"] == "submit"
+    assert "[check] enabled = false" in properties(cases["sigmoid"])["note"]
+    numeric = [n for n, c in cases.items() if properties(c)["checked"] == "numeric"]
+    failed = sorted(n for n, c in cases.items() if c.find("failure") is not None)
+    assert failed == sorted(set(numeric) - {"relu"}) and proc.returncode == (1 if failed else 0)
 
 
 def test_doit_smoke_shards_merge_into_the_one_runner_file(project: Path, tmp_path: Path) -> None:
