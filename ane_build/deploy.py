@@ -13,7 +13,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._fs import write_atomic
 from .check.compare import DEFAULT_TOLERANCE, CheckReport, Tolerance
@@ -24,6 +24,9 @@ from .errors import AneError
 from .run import SubmitMode, submit_onnx_model
 from .synthetic.chains import is_synthetic
 
+if TYPE_CHECKING:
+    from .check import ModelCheck
+
 log = logging.getLogger(__name__)
 
 
@@ -32,7 +35,7 @@ class CheckSettings:
     """How a deploy checks the program's outputs against its source graph (see `check_model`).
 
     Attributes:
-        source: The source ONNX graph the reference runs.
+        source: The source ONNX graph the reference runs (None: the one the container names).
         data: Test inputs (folder, ``.npz``, ``.npy`` or ``.pb``); seeded random values for the
             inputs it lacks.
         seed: Seed of the random inputs.
@@ -41,12 +44,35 @@ class CheckSettings:
         cache_dir: Where reference outputs are cached.
     """
 
-    source: Path
+    source: Path | None = None
     data: Path | None = None
     seed: int = 0
     tolerance: Tolerance = DEFAULT_TOLERANCE
     per_output: Mapping[str, Tolerance] = field(default_factory=dict)
     cache_dir: Path | None = None
+
+    def run(
+        self, device: ANEDevice, program: Path, *, mode: SubmitMode | None = None, repeat: int = 0
+    ) -> ModelCheck:
+        """`check_model` of ``program`` on ``device`` with these settings.
+
+        Raises:
+            AneError: The program or the reference could not be run.
+        """
+        from .check import check_model
+
+        return check_model(
+            device,
+            program,
+            source=self.source,
+            data=self.data,
+            seed=self.seed,
+            tolerance=self.tolerance,
+            per_output=self.per_output,
+            cache_dir=self.cache_dir,
+            mode=mode,
+            repeat=repeat,
+        )
 
 
 @dataclass(frozen=True)
@@ -181,22 +207,11 @@ def _check(device: ANEDevice, container: Path, has_io: bool, settings: CheckSett
     Raises:
         AneError: The program or the reference could not be run.
     """
-    from .check import check_model
-
     if not has_io:
         return _Checked(None, "cannot run or check: no ane.io", None)
     start = time.perf_counter()
     try:
-        measured = check_model(
-            device,
-            container,
-            source=settings.source,
-            data=settings.data,
-            seed=settings.seed,
-            tolerance=settings.tolerance,
-            per_output=settings.per_output,
-            cache_dir=settings.cache_dir,
-        )
+        measured = settings.run(device, container)
     except AneError as exc:
         raise type(exc)(f"check: {exc}") from exc
     return _Checked(measured.report, None, round((time.perf_counter() - start) * 1e3, 3))

@@ -21,6 +21,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from ane_build.build.runner import run_doit as _run_doit
 from ane_build.driver.uapi import PAGE_SIZE, round_up
 from ane_build.formats import protowire as pw
 from ane_build.formats.anec import ANEC_HEADER_SIZE, ANEC_PAYLOAD_OFFSET, AnecHeader
@@ -222,6 +223,13 @@ def example_project(root: Path, *, generate: bool = True) -> Path:
     if generate:
         generate_all(root)
     return root
+
+
+def doit_run(root: Path, capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
+    """``doit ARGS`` in-process in ``root``: its exit status and what it printed."""
+    capsys.readouterr()
+    code = _run_doit(root, list(args))
+    return code, capsys.readouterr().out
 
 
 def doit_cli(root: Path, *args: str, env: Mapping[str, str] | None = None) -> Any:

@@ -12,11 +12,11 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
-from ..check import ModelCheck, check_model
+from ..check import ModelCheck
 from ..check.compare import OutputReport
 from ..check.samples import SAMPLES, write_sample_graph
 from ..container import parse_ane_metadata
@@ -164,29 +164,9 @@ def _run_check(
     settings: CaseSettings,
     mode: SubmitMode | None = None,
 ) -> tuple[ModelCheck, dict[str, str]]:
-    """Check a program; ``check`` (a model's ``[check]``) overrides the run's defaults."""
-    if check is None:
-        measured = check_model(
-            device,
-            path,
-            seed=settings.seed,
-            cache_dir=settings.cache_dir,
-            mode=mode,
-            repeat=settings.repeat,
-        )
-    else:
-        measured = check_model(
-            device,
-            path,
-            source=check.source,
-            data=check.data,
-            seed=check.seed,
-            tolerance=check.tolerance,
-            per_output=check.per_output,
-            cache_dir=settings.cache_dir,
-            mode=mode,
-            repeat=settings.repeat,
-        )
+    """Check a program with a model's ``[check]`` settings (None: the defaults)."""
+    chosen = replace(check or CheckSettings(seed=settings.seed), cache_dir=settings.cache_dir)
+    measured = chosen.run(device, path, mode=mode, repeat=settings.repeat)
     figures = latency_figures(measured.repeat_seconds) if measured.repeat_seconds else {}
     return measured, figures
 

@@ -14,14 +14,13 @@ import pytest
 from ane_build.build.context import BuildContext
 from ane_build.build.project import load_project
 from ane_build.build.reasons import why
-from ane_build.build.runner import run_doit
 from ane_build.container.metadata import parse_ane_metadata
 from ane_build.errors import ConfigError
 from tests.helpers import (
     EXAMPLE_COMPILER,
     EXAMPLE_MODELS,
     doit_cli,
-    example_project,
+    doit_run,
     save_model,
     sha256_file,
     three_outputs_model,
@@ -29,18 +28,9 @@ from tests.helpers import (
 
 
 @pytest.fixture
-def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def project(built: Path) -> Path:
     """The example project, built once."""
-    root = example_project(tmp_path / "proj")
-    monkeypatch.chdir(root)
-    assert run_doit(root, []) == 0
-    return root
-
-
-def build(root: Path, capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
-    capsys.readouterr()
-    code = run_doit(root, list(args))
-    return code, capsys.readouterr().out
+    return built
 
 
 def compiled(out: str) -> list[str]:
@@ -112,14 +102,14 @@ def test_tool_content_recompiles_exactly_its_users(
         add_lines(
             project / "configs" / f"{name}.toml", '\n[compile]\ntool = "tools/other_compiler.py"\n'
         )
-    code, out = build(project, capsys)
+    code, out = doit_run(project, capsys)
     assert code == 0, out
     assert compiled(out) == ["relu", "sigmoid"]  # their tool setting changed
     # A touch is no change: nothing is even hashed twice.
     st = other.stat()
     os.utime(other, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
     assert all(not reasons for reasons in why(BuildContext.load(project)).values())
-    code, out = build(project, capsys)
+    code, out = doit_run(project, capsys)
     assert code == 0 and compiled(out) == [], out
     # A content change recompiles every model using the tool, and only those.
     add_lines(other, "# rebuilt\n")
@@ -128,7 +118,7 @@ def test_tool_content_recompiles_exactly_its_users(
         r.startswith("compile: tool tools/other_compiler.py changed") for r in reasons["relu"]
     )
     assert not reasons["add"] and not reasons["concat"]
-    code, out = build(project, capsys)
+    code, out = doit_run(project, capsys)
     assert code == 0, out
     assert compiled(out) == ["relu", "sigmoid"]
     assert "compile:relu: tool tools/other_compiler.py changed: size " in out
@@ -142,7 +132,7 @@ def test_compile_inputs_are_globs_and_missing_ones_fail(
     add_lines(
         project / "configs" / "relu.toml", '\n[compile]\ninputs = ["tuning/{name}/**/*.json"]\n'
     )
-    code, out = build(project, capsys)
+    code, out = doit_run(project, capsys)
     assert code == 0 and compiled(out) == ["relu"], out
     knob = project / "tuning" / "relu" / "deep" / "knob.json"
     knob.parent.mkdir(parents=True)
@@ -151,16 +141,16 @@ def test_compile_inputs_are_globs_and_missing_ones_fail(
         "compile: input tuning/relu/deep/knob.json was added"
         in why(BuildContext.load(project))["relu"]
     )
-    code, out = build(project, capsys)
+    code, out = doit_run(project, capsys)
     assert compiled(out) == ["relu"]
     knob.write_text('{"unroll": 2}')
-    code, out = build(project, capsys)
+    code, out = doit_run(project, capsys)
     assert compiled(out) == ["relu"]
     assert "compile:relu: input tuning/relu/deep/knob.json changed" in out
     (project / "configs" / "relu.toml").write_text(
         'source = "models/relu.onnx"\n[compile]\ninputs = ["tuning/relu/missing.json"]\n'
     )
-    code, out = build(project, capsys)
+    code, out = doit_run(project, capsys)
     assert code == 1
     assert "FAILED relu: compile: compile input(s) missing: tuning/relu/missing.json" in out
 
@@ -181,7 +171,7 @@ def test_placeholders_env_and_arguments_reach_the_compiler_verbatim(
         'command = ["{python}", "{tool}", "{source}", "{out}", "{root}/tools/example_compiler.py",'
         ' "$(touch pwned); {name}"]\nenv = { KNOB = "{name} in {root}" }\n'
     )
-    code, out = build(project, capsys)
+    code, out = doit_run(project, capsys)
     assert code == 0, out
     seen = json.loads((project / "compiler-out" / "relu" / "spy.json").read_text())
     assert seen["argv"][1] == str(project / "models" / "relu.onnx")
@@ -200,7 +190,7 @@ def test_a_compiler_that_hangs_is_stopped(
         'source = "models/relu.onnx"\n[compile]\ntool = "tools/hang.py"\n'
         'command = ["{python}", "{tool}"]\ntimeout_s = 0.5\n'
     )
-    code, out = build(project, capsys)
+    code, out = doit_run(project, capsys)
     assert code == 1
     assert (
         "FAILED relu: compile: compiler failed: it was stopped after compile.timeout_s = 0.5 s"
@@ -216,7 +206,7 @@ def test_a_compiler_that_writes_nothing_fails(
     (project / "configs" / "relu.toml").write_text(
         'source = "models/relu.onnx"\n[compile]\ncommand = ["{python}", "-c", "pass"]\n'
     )
-    code, out = build(project, capsys)
+    code, out = doit_run(project, capsys)
     assert code == 1
     assert "FAILED relu: compile: compiler failed: it wrote nothing into {out}" in out
 
@@ -225,18 +215,18 @@ def test_a_compiler_that_cannot_start(project: Path, capsys: pytest.CaptureFixtu
     (project / "configs" / "relu.toml").write_text(
         'source = "models/relu.onnx"\n[compile]\ncommand = ["no-such-compiler-xyz", "{source}"]\n'
     )
-    code, out = build(project, capsys)
+    code, out = doit_run(project, capsys)
     assert code == 1
     assert "FAILED relu: compile: compiler failed: it cannot start: no-such-compiler-xyz: " in out
 
 
 def test_forget_and_always_recompile(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code, out = build(project, capsys, "-a", "compile:relu")
+    code, out = doit_run(project, capsys, "-a", "compile:relu")
     assert code == 0 and compiled(out) == ["relu"], out
     assert "compile:relu: rebuilt although up to date" in out
     proc = doit_cli(project, "forget", "compile:sigmoid")
     assert proc.returncode == 0, proc.stderr
-    code, out = build(project, capsys)
+    code, out = doit_run(project, capsys)
     assert code == 0 and compiled(out) == ["sigmoid"], out
 
 

@@ -11,24 +11,14 @@ import pytest
 from ane_build.build import layout
 from ane_build.build.context import BuildContext
 from ane_build.build.reasons import why
-from ane_build.build.runner import run_doit
 from ane_build.container.metadata import parse_ane_metadata
-from tests.helpers import EXAMPLE_COMPILER, doit_cli, example_project, external_data_model
+from tests.helpers import EXAMPLE_COMPILER, doit_cli, doit_run, external_data_model
 
 
 @pytest.fixture
-def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def project(built: Path) -> Path:
     """The example project, built once."""
-    root = example_project(tmp_path / "proj")
-    monkeypatch.chdir(root)
-    assert run_doit(root, []) == 0
-    return root
-
-
-def build(root: Path, capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
-    capsys.readouterr()
-    code = run_doit(root, list(args))
-    return code, capsys.readouterr().out
+    return built
 
 
 def steps_run(out: str) -> set[str]:
@@ -38,24 +28,24 @@ def steps_run(out: str) -> set[str]:
 def test_forget_rebuilds_what_it_names(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
     proc = doit_cli(project, "forget", "convert:relu")
     assert proc.returncode == 0 and "forgetting convert:relu" in proc.stdout, proc.stderr
-    code, out = build(project, capsys)
+    code, out = doit_run(project, capsys)
     assert code == 0, out
     assert steps_run(out) == {"convert:relu"}
     assert "convert:relu: wrote " in out and "kept" not in out
     # Forgetting everything rebuilds everything (the compiles included).
     assert doit_cli(project, "forget", "--all").returncode == 0
-    code, out = build(project, capsys)
+    code, out = doit_run(project, capsys)
     assert code == 0
     assert {f"compile:{m}" for m in ("add", "concat", "relu", "sigmoid")} <= steps_run(out)
 
 
 def test_always_rebuilds_what_it_names(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
     before = (project / "build" / "relu_ane.onnx").stat().st_mtime_ns
-    code, out = build(project, capsys, "-a", "convert:relu")
+    code, out = doit_run(project, capsys, "-a", "convert:relu")
     assert code == 0, out
     assert "convert:relu: rebuilt although up to date (doit -a)" in out
     assert (project / "build" / "relu_ane.onnx").stat().st_mtime_ns != before
-    code, out = build(project, capsys)
+    code, out = doit_run(project, capsys)
     assert code == 0 and out.strip() == "summary: all 4 model(s) up to date", out
 
 
@@ -70,13 +60,13 @@ def test_a_new_ane_build_version_rebuilds_containers(
         reasons = why(BuildContext.load(project))["relu"]
         old = record["version"]
         assert f"convert: ane_build version changed: {old} -> 99.0" in reasons
-        code, out = build(project, capsys)
+        code, out = doit_run(project, capsys)
         assert code == 0, out
         ran = steps_run(out)
         # Containers and deploys are ours: rebuilt. The compiler is not ours: not rerun.
         assert {f"{s}:{m}" for s in ("convert", "deploy") for m in ("relu", "add")} <= ran
         assert not any(step.startswith("compile:") for step in ran)
-        code, out = build(project, capsys)
+        code, out = doit_run(project, capsys)
         assert out.strip() == "summary: all 4 model(s) up to date", out
     finally:
         layout.build_version.cache_clear()
@@ -98,7 +88,7 @@ def test_removed_and_renamed_configs_leave_orphans_that_clean_removes(
     ):
         line = f"{name}: config removed or renamed: {path} would be removed by `doit clean`"
         assert line in proc.stdout, proc.stdout
-    code, out = build(project, capsys)
+    code, out = doit_run(project, capsys)
     assert code == 0, out
     assert (project / "build" / "relu2_ane.onnx").exists()
     assert "output(s) of removed or renamed configs remain (add, relu)" in out
@@ -132,28 +122,28 @@ def test_external_data_is_copied_next_to_the_output(
         '"{out}"]\ntool = "tools/compiler.py"\n[deploy]\ndevice = "sim"\n[check]\nenabled = false\n'
     )
     monkeypatch.chdir(root)
-    code, out = build(root, capsys)
+    code, out = doit_run(root, capsys)
     assert code == 0, out
     copy = root / "build" / "w.bin"
     assert copy.read_bytes() == data.read_bytes() and copy.stat().st_nlink == 1
     assert "copied external data models/w.bin -> build/w.bin" in out
     assert parse_ane_metadata(root / "build" / "ext_ane.onnx").td_count == 1
-    code, out = build(root, capsys)
+    code, out = doit_run(root, capsys)
     assert out.strip() == "summary: all 1 model(s) up to date"
     # The data is an input; its copy is an output.
     data.write_bytes(np.full(64, 2, np.float32).tobytes())
     assert any("input models/w.bin changed" in r for r in why(BuildContext.load(root))["ext"])
-    code, out = build(root, capsys)
+    code, out = doit_run(root, capsys)
     assert code == 0 and copy.read_bytes() == data.read_bytes(), out
     copy.write_bytes(b"\0" * 256)
     assert (
         "convert: external data copy build/w.bin was modified"
         in why(BuildContext.load(root))["ext"]
     )
-    code, out = build(root, capsys)
+    code, out = doit_run(root, capsys)
     assert code == 0 and copy.read_bytes() == data.read_bytes(), out
     copy.unlink()
-    code, out = build(root, capsys)
+    code, out = doit_run(root, capsys)
     assert code == 0 and copy.read_bytes() == data.read_bytes(), out
     proc = doit_cli(root, "clean", "convert")
     assert proc.returncode == 0 and not copy.exists(), proc.stdout + proc.stderr

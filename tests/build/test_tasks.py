@@ -18,14 +18,6 @@ MODELS = EXAMPLE_MODELS
 
 
 @pytest.fixture
-def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A copy of the example project (sources generated, nothing compiled yet)."""
-    root = example_project(tmp_path / "proj")
-    monkeypatch.chdir(root)
-    return root
-
-
-@pytest.fixture
 def synth(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Three models whose synthetic artefacts are files on disk (.anec, discovered, bundle)."""
     root = tmp_path / "synth"

@@ -19,14 +19,7 @@ import pytest
 
 from ane_build.build.regress import ModelSnapshot, regression_table
 from ane_build.build.runner import run_doit, watch_project
-from tests.helpers import EXAMPLE_MODELS, example_project, sha256_file, wait_for
-
-
-@pytest.fixture
-def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    root = example_project(tmp_path / "proj")
-    monkeypatch.chdir(root)
-    return root
+from tests.helpers import EXAMPLE_MODELS, sha256_file, wait_for
 
 
 @pytest.fixture
