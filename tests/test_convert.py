@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ane_build.check.samples import SAMPLES, write_sample_graph
-from ane_build.cli.main import convert_main, main
+from ane_build.cli.app import convert_main, main
 from ane_build.container import embed_ane_metadata, read_ane_payloads
 from ane_build.driver.kernel_onnx import check_bo, prepare_submit
 from ane_build.driver.uapi import PAGE_SIZE, round_up

@@ -15,7 +15,6 @@ from doit.cmd_base import Command
 from doit.cmd_forget import Forget
 from doit.cmd_run import Run
 
-from .main import main
 from .project import PROJECT_HELP, WATCH_FLAGS
 
 # Options that do not change what a no-op run decides (the rest, when given, disable the
@@ -34,6 +33,8 @@ class WhyCommand(Command):  # type: ignore[misc]
 
     def execute(self, params: Any, args: list[str]) -> int:
         """Print reasons; exit 0."""
+        from .app import main
+
         return main(["why", *args])
 
 
@@ -62,6 +63,8 @@ class WatchCommand(Command):  # type: ignore[misc]
         flags = [f"--{flag}" for flag, _ in WATCH_FLAGS if params[flag.replace("-", "_")]]
         if params["project"]:
             flags += ["--project", params["project"]]
+        from .app import main
+
         return main(["watch", *flags, *args])
 
 
