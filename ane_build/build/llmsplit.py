@@ -86,11 +86,17 @@ def plan_model(
         checkpoint=os.fspath(checkpoint),
         output=os.fspath(plan.output),
         settings=llm.settings().model_dump(mode="json"),
-        targets=tuple(os.fspath(p) for p in plan.split_targets),
+        targets=tuple(os.fspath(p) for p in (*plan.split_targets, *_copies(checkpoint, plan))),
         programs=tuple(program_name(name, p.name) for p in _on_ane(plan.programs, True)),
         cpu_programs=tuple(program_name(name, p.name) for p in _on_ane(plan.programs, False)),
     )
     return split, plan
+
+
+def _copies(checkpoint: Path, plan: LlmPlan) -> list[Path]:
+    """The config and tokenizer files the split copies beside its graphs."""
+    names = (CONFIG_FILE, *TOKENIZER_FILES)
+    return [plan.output / n for n in names if (checkpoint / n).is_file()]
 
 
 def _on_ane(programs: tuple[ProgramTask, ...], ane: bool) -> list[ProgramTask]:

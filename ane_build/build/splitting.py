@@ -53,6 +53,7 @@ def split_action(name: str) -> dict[str, Any] | StepFailed:
             "version": build_version(),
             "inputs": {p: state.to_json() for p, state in states.items()},
             "settings": split.settings,
+            "output": split.output,
             "finished": time.time(),
         },
     )

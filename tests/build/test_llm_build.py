@@ -18,7 +18,7 @@ from ane_build.build.context import BuildContext, set_context
 from ane_build.build.project import load_project
 from ane_build.build.reasons import why
 from ane_build.build.runner import run_doit
-from tests.helpers import EXAMPLE_COMPILER, REPO
+from tests.helpers import EXAMPLE_COMPILER, REPO, doit_cli
 
 PROGRAMS = [
     "tiny.block_0.decode",
@@ -45,6 +45,7 @@ def llm_project(root: Path, checkpoint: Path, config: str = LLM_TOML) -> Path:
     (root / "configs" / "tiny.toml").write_text(config)
     (root / "tools").mkdir()
     shutil.copy(EXAMPLE_COMPILER, root / "tools" / EXAMPLE_COMPILER.name)
+    shutil.copy(REPO / "dodo.py", root / "dodo.py")
     shutil.copytree(checkpoint, root / "ckpt", ignore=shutil.ignore_patterns("model.onnx*"))
     return root
 
@@ -112,7 +113,8 @@ def test_an_llm_table_expands_into_a_split_and_one_model_per_ane_program(
     assert {"config.json", "model.safetensors", "tokenizer.json", "tiny.toml"} <= deps
     targets = set(splits["split:tiny"]["targets"])
     graphs = {ctx.models[n].source for n in PROGRAMS} | {os.fspath(out / "embed.onnx")}
-    assert graphs | {os.fspath(out / "manifest.json")} == targets
+    copies = ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json")
+    assert graphs | {os.fspath(out / n) for n in ("manifest.json", *copies)} == targets
 
     compiles = by_name(tasks.gen_compile())
     assert sorted(compiles) == [f"compile:{n}" for n in PROGRAMS]
@@ -216,3 +218,17 @@ def test_a_bad_llm_table_breaks_that_model_only(project: Path, table: str, line:
     assert list(loaded.broken) == ["bad"]
     assert loaded.broken["bad"][0].startswith(line), loaded.broken["bad"]
     assert "bad" not in loaded.splits
+
+
+def test_a_removed_llm_config_leaves_orphans_that_clean_removes(
+    built: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    split = built / "build" / "llm" / "tiny"
+    assert (split / "manifest.json").is_file() and (split / "tokenizer.json").is_file()
+    (built / "configs" / "tiny.toml").unlink()
+    code, out = build(built, capsys)
+    assert code == 0
+    assert "(tiny, tiny.block_0.decode," in out
+    assert doit_cli(built, "clean", "orphans").returncode == 0
+    assert not split.exists()
+    assert not (built / "compiler-out" / "tiny.block_0.decode").exists()
