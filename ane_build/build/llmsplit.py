@@ -33,7 +33,6 @@ class LlmSplit:
 
     Attributes:
         model: The model's name (its config file stem).
-        config: Its config file.
         checkpoint: The checkpoint folder.
         output: The split folder.
         settings: The split settings (chunks, context, prefill), for the up-to-date check.
@@ -43,7 +42,6 @@ class LlmSplit:
     """
 
     model: str
-    config: str
     checkpoint: str
     output: str
     settings: dict[str, Any]
@@ -70,9 +68,7 @@ def split_inputs(checkpoint: Path) -> list[str]:
     return [os.fspath(p) for p in (*files, *extra) if p.is_file()]
 
 
-def plan_model(
-    name: str, config_path: Path, llm: LlmConfig, checkpoint: Path, root: Path
-) -> tuple[LlmSplit, LlmPlan]:
+def plan_model(name: str, llm: LlmConfig, checkpoint: Path, root: Path) -> tuple[LlmSplit, LlmPlan]:
     """The split step and per-program tasks of one ``[llm]`` model.
 
     Raises:
@@ -82,7 +78,6 @@ def plan_model(
     plan = plan_llm(llm, LlamaSpec.from_dir(checkpoint), model=name, root=root)
     split = LlmSplit(
         model=name,
-        config=os.fspath(config_path),
         checkpoint=os.fspath(checkpoint),
         output=os.fspath(plan.output),
         settings=llm.settings().model_dump(mode="json"),

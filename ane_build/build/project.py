@@ -493,7 +493,7 @@ def _add_programs(
     models: dict[str, ModelSpec], programs: list[ModelSpec], model: str, problems: _Problems
 ) -> None:
     for spec in programs:
-        if spec.name in models or spec.name.lower() in {n.lower() for n in models}:
+        if spec.name.lower() in {n.lower() for n in models}:
             problems.add(
                 [model, spec.name],
                 f"{display(spec.config_path, spec.root)}: program {spec.name!r} of the [llm] "
@@ -508,7 +508,11 @@ def _make_llm_specs(
     """The split step of an ``[llm]`` model and one spec per ANE program (none on a problem)."""
     assert config.llm is not None
     rel = display(path, root)
-    where, real = locate(config.llm.checkpoint, root)
+    try:
+        where, real = locate(config.llm.checkpoint, root)
+    except SymlinkLoopError:
+        problems.append(f"{rel}: llm.checkpoint: symlink loop while resolving")
+        return None
     if not config.allow_outside_root and not real.is_relative_to(root):
         problems.append(
             f"{rel}: llm.checkpoint: resolves to {real}, outside the project root {root}; set "
@@ -516,10 +520,11 @@ def _make_llm_specs(
         )
         return None
     try:
-        split, plan = plan_model(name, path, config.llm, where, root)
+        split, plan = plan_model(name, config.llm, where, root)
     except AneError as exc:
         problems.append(f"{rel}: llm: {exc}")
         return None
+    check_data = locate(config.check.data, root)[0] if config.check.data else None
     specs = []
     for task in plan.programs:
         if task.container is None:
@@ -530,7 +535,6 @@ def _make_llm_specs(
         if config.compile is not None and config.compile.enabled:
             compile_spec = resolve_compile(program, config.compile, root)
             updates["root"] = compile_spec.outputs
-        check_data = locate(config.check.data, root)[0] if config.check.data else None
         specs.append(
             ModelSpec(
                 name=program,

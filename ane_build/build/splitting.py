@@ -22,12 +22,7 @@ from .outcome import Step, StepFailed
 from .reasons import split_reasons
 from .taskgraph import settings_digest
 
-__all__ = ["split_action", "split_digest"]
-
-
-def split_digest(settings: dict[str, Any]) -> str:
-    """The value a split task saves: its settings' digest."""
-    return settings_digest(settings)
+__all__ = ["split_action"]
 
 
 def split_action(name: str) -> dict[str, Any] | StepFailed:
@@ -42,7 +37,8 @@ def split_action(name: str) -> dict[str, Any] | StepFailed:
             Path(split.checkpoint),
             Path(split.output),
             SplitSettings.model_validate(split.settings),
-            force=True,
+            # A split with this checkpoint digest and these settings is reused (cheap).
+            force=ctx.forced,
         )
     except AneError as exc:
         return step.fail(exc)
@@ -63,4 +59,4 @@ def split_action(name: str) -> dict[str, Any] | StepFailed:
     if cpu:
         step.say(f"{cpu}: runs on the CPU (no compile, convert or deploy)")
     step.done()
-    return {"settings": split_digest(split.settings)}
+    return {"settings": settings_digest(split.settings)}

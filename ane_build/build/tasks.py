@@ -128,18 +128,20 @@ def _generate_action(name: str) -> None:
 
 def gen_split() -> Iterator[TaskDict]:
     """Tasks: one ``split:<model>`` per ``[llm]`` model (its programs' graphs)."""
-    from .splitting import split_action, split_digest
+    from .splitting import split_action
+    from .taskgraph import settings_digest
 
     ctx = context()
     yield {"basename": "split", "name": None, "doc": "split LLM checkpoints into chunk graphs"}
     for name, split in ctx.graph.splits.items():
-        digest = split_digest(split.settings)
+        digest = settings_digest(split.settings)
         yield {
             "basename": "split",
             "name": name,
             "doc": f"split {ctx.rel(split.checkpoint)} into {len(split.programs)} ANE programs",
             "actions": [(run_step, [split_action, name])],
-            "file_dep": [*split_inputs(Path(split.checkpoint)), split.config],
+            # The settings are checked by value: other edits of the config do not re-split.
+            "file_dep": split_inputs(Path(split.checkpoint)),
             "targets": list(split.targets),
             "uptodate": [lambda task, values, digest=digest: values.get("settings") == digest],
             "clean": True,

@@ -110,7 +110,7 @@ def test_an_llm_table_expands_into_a_split_and_one_model_per_ane_program(
     splits = by_name(tasks.gen_split())
     assert list(splits) == ["split:tiny"]
     deps = {os.path.basename(str(p)) for p in splits["split:tiny"]["file_dep"]}
-    assert {"config.json", "model.safetensors", "tokenizer.json", "tiny.toml"} <= deps
+    assert {"config.json", "model.safetensors", "tokenizer.json"} <= deps
     targets = set(splits["split:tiny"]["targets"])
     graphs = {ctx.models[n].source for n in PROGRAMS} | {os.fspath(out / "embed.onnx")}
     copies = ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json")
@@ -187,6 +187,23 @@ def test_a_changed_checkpoint_resplits_and_rebuilds_only_the_changed_programs(
     code, out = build(built, capsys)
     assert code == 0
     assert not ran(out, "split") and not ran(out, "compile")
+
+
+def test_split_settings_resplit_and_other_settings_do_not(
+    built: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = built / "configs" / "tiny.toml"
+    config.write_text(LLM_TOML + "[check]\nseed = 3\n")
+    code, out = build(built, capsys)
+    assert code == 0, out
+    assert not ran(out, "split") and not ran(out, "compile")
+    assert ran(out, "deploy") == PROGRAMS  # the check's seed is a deploy setting
+
+    config.write_text(LLM_TOML.replace("context = 32", "context = 16") + "[check]\nseed = 3\n")
+    code, out = build(built, capsys)
+    assert code == 0, out
+    assert "split:tiny: config context changed: 32 -> 16" in out
+    assert ran(out, "compile") == [n for n in PROGRAMS if "block" in n]  # the head has no cache
 
 
 # --- config errors ------------------------------------------------------------------------
