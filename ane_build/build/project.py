@@ -4,7 +4,8 @@ Every path resolves against the project root (the folder holding ``configs/``), 
 directory. All problems found while loading are reported together in one `ConfigError`, one line
 each (``configs/relu.toml: artifacts.td_size: must be greater than 0 (got -3)``). This module must
 not import doit or watchdog, must not read artefact contents (they may not exist yet; the build
-says so) and only touches the file system to read the TOML files and to resolve symlinks.
+says so) and only touches the file system to read the TOML files, an ``[llm]`` checkpoint's
+``config.json`` (its programs are models of their own) and to resolve symlinks.
 """
 
 from __future__ import annotations
