@@ -22,7 +22,7 @@ from .outcome import KEPT, Step, StepFailed, say
 from .reasons import convert_reasons
 from .state import FileState
 
-__all__ = ["convert_action", "say", "snapshot", "verify_action"]
+__all__ = ["convert_action", "forced_reason", "say", "snapshot", "verify_action"]
 
 
 def snapshot(ctx: BuildContext, paths: tuple[str, ...]) -> dict[str, FileState]:
@@ -62,7 +62,7 @@ def convert_action(name: str) -> dict[str, Any] | StepFailed:
         kept = _keep_current_output(ctx, step)
         if kept is not None:
             return kept
-    step.because(reasons or [_forced_reason(ctx)])
+    step.because(reasons or [forced_reason(ctx)])
     states = snapshot(ctx, node.inputs)
     try:
         copies = _copy_external_data(ctx, node.data_copies)
@@ -118,7 +118,8 @@ def _values(ctx: BuildContext, name: str, output: Any, data: dict[str, Any]) -> 
     }
 
 
-def _forced_reason(ctx: BuildContext) -> str:
+def forced_reason(ctx: BuildContext) -> str:
+    """Why a step with no stale input runs: ``doit -a``, or doit lost its state."""
     if ctx.forced:
         return "rebuilt although up to date (doit -a)"
     return "doit has no state for this task (doit forget, or its state was reset)"

@@ -19,12 +19,14 @@ from pydantic import (
     ConfigDict,
     Field,
     WithJsonSchema,
+    model_validator,
 )
 
 from ..artifacts import ArtifactSpec
 from ..check.compare import DEFAULT_TOLERANCE
 from ..driver.device import DEVICE_SPEC_HELP, SIM_SPECS, check_device_spec
 from ..errors import InvalidArgumentError
+from ..llm.pipeline import LlmConfig
 from .placeholders import PATH_PLACEHOLDERS, RUN_PLACEHOLDERS, check_template
 
 __all__ = [
@@ -232,11 +234,21 @@ class ModelConfig(BaseModel):
                 "the project root (the folder holding configs/). Editors that read JSON schemas "
                 "(taplo, Even Better TOML) pick this one up from a first line "
                 "'#:schema ./schema.json'."
-            )
+            ),
+            "oneOf": [{"required": ["source"]}, {"required": ["llm"]}],
         },
     )
 
-    source: FilePath = Field(description="The source ONNX model (required).")
+    source: FilePath | None = Field(
+        default=None, description="The source ONNX model (required unless [llm] is given)."
+    )
+    llm: LlmConfig | None = Field(
+        default=None,
+        description=(
+            "A LLaMA checkpoint split into chunk programs (instead of source): each program "
+            "becomes a model <name>.<program> with its own compile, convert, deploy and check."
+        ),
+    )
     output: FilePath | None = Field(
         default=None,
         description="Where the _ane.onnx container goes; default build/<name>_ane.onnx.",
@@ -264,6 +276,15 @@ class ModelConfig(BaseModel):
         default_factory=CheckConfig,
         description="The numeric check of every deploy against the source graph.",
     )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ModelConfig:
+        if (self.source is None) == (self.llm is None):
+            which = "neither" if self.source is None else "both"
+            raise ValueError(f"set exactly one of source and [llm] (got {which})")
+        if self.llm is not None and self.output is not None:
+            raise ValueError("output: not used with [llm] (use llm.output for the split folder)")
+        return self
 
 
 def config_schema() -> dict[str, Any]:

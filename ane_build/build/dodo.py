@@ -102,6 +102,12 @@ def task_example() -> Iterator[dict[str, Any]]:
     yield from tasks.gen_example()
 
 
+def task_split() -> Iterator[dict[str, Any]]:
+    """Split each [llm] model's checkpoint into chunk graphs (one program each)."""
+    _graph()
+    yield from tasks.gen_split()
+
+
 def task_compile() -> Iterator[dict[str, Any]]:
     """Run each model's compiler (models with a [compile] table)."""
     _graph()
@@ -148,5 +154,6 @@ __all__ = [
     "task_example",
     "task_orphans",
     "task_smoke",
+    "task_split",
     "task_verify",
 ]

@@ -20,6 +20,7 @@ from typing import Any
 
 from .._fs import write_atomic
 from .layout import DODO_FILE, NOOP_FILE, STATE_DIR, build_version
+from .llmsplit import split_inputs
 from .state import fingerprint, read_json
 from .taskgraph import TaskGraph, manifest_path
 
@@ -39,6 +40,8 @@ def _inputs(graph: TaskGraph) -> list[str]:
     for node in graph.models.values():
         inputs = [p for p in node.inputs if p != node.manifest]
         paths += [*inputs, *node.compile_inputs, *node.deploy_inputs]
+    for split in graph.splits.values():
+        paths += [*split_inputs(Path(split.checkpoint)), *split.targets]
     return list(dict.fromkeys(paths))
 
 

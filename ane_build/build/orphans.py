@@ -35,11 +35,15 @@ def _written_by(ctx: BuildContext, name: str) -> list[Path]:
         paths += [Path(p) for p in converted.get("data", {})]
     if ctx.records.get(name, "deploy") is not None:
         paths.append(deploy_record_path(ctx.root, name))
+    split = ctx.records.get(name, "split")
+    if split is not None and split.get("output"):
+        paths.append(Path(split["output"]))
     return paths
 
 
 def _current_outputs(ctx: BuildContext) -> set[Path]:
     outputs: set[Path] = set()
+    outputs.update(Path(split.output) for split in ctx.graph.splits.values())
     for name, node in ctx.models.items():
         outputs.add(Path(node.output))
         outputs.update(Path(copy) for _, copy in node.data_copies)
@@ -68,7 +72,7 @@ def find_orphans(ctx: BuildContext) -> dict[str, list[Path]]:
     """
     current = _current_outputs(ctx)
     read = _read_now(ctx)
-    known = set(ctx.graph.names)
+    known = {*ctx.graph.names, *ctx.graph.splits}
     found: dict[str, list[Path]] = {}
     for name in sorted({model for model, _ in ctx.records.entries()}):
         if name in ctx.graph.broken:
@@ -90,7 +94,7 @@ def remove_orphans(ctx: BuildContext) -> list[str]:
     Returns:
         What was removed, relative to the project root.
     """
-    known = set(ctx.graph.names)
+    known = {*ctx.graph.names, *ctx.graph.splits}
     removed = []
     for name, paths in find_orphans(ctx).items():
         for path in paths:

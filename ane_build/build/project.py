@@ -4,7 +4,8 @@ Every path resolves against the project root (the folder holding ``configs/``), 
 directory. All problems found while loading are reported together in one `ConfigError`, one line
 each (``configs/relu.toml: artifacts.td_size: must be greater than 0 (got -3)``). This module must
 not import doit or watchdog, must not read artefact contents (they may not exist yet; the build
-says so) and only touches the file system to read the TOML files and to resolve symlinks.
+says so) and only touches the file system to read the TOML files, an ``[llm]`` checkpoint's
+``config.json`` (its programs are models of their own) and to resolve symlinks.
 """
 
 from __future__ import annotations
@@ -25,11 +26,12 @@ from pydantic import BaseModel
 
 from .. import _validation as v
 from ..artifacts import ArtifactSpec
-from ..errors import ConfigError
+from ..errors import AneError, ConfigError
 from .compilespec import CompileSpec, resolve_compile
 from .config import ModelConfig
 from .crosscheck import check_project
 from .layout import CONFIG_DIR, DEFAULTS_FILE
+from .llmsplit import LlmSplit, plan_model, program_name
 from .paths import SymlinkLoopError, display, locate, resolve_dir
 
 __all__ = ["ModelSpec", "Project", "SettingValue", "load_project"]
@@ -37,7 +39,7 @@ __all__ = ["ModelSpec", "Project", "SettingValue", "load_project"]
 SettingValue: TypeAlias = str | int | float | bool | None
 
 _NAME_RE = re.compile(r"[A-Za-z0-9_.-]+")
-_DEFAULTS_FORBIDDEN = ("source", "output")
+_DEFAULTS_FORBIDDEN = ("source", "output", "llm")
 
 
 @dataclass(frozen=True)
@@ -58,6 +60,8 @@ class ModelSpec:
         root: The project root, for display.
         compile: The compile step, None when the model has none.
         check_data: Absolute path of ``[check] data``, or None.
+        split: For a program of an ``[llm]`` model, that model's name (its source is a graph
+            the model's split writes).
     """
 
     name: str
@@ -69,6 +73,7 @@ class ModelSpec:
     root: Path
     compile: CompileSpec | None = None
     check_data: Path | None = None
+    split: str | None = None
 
     def rel(self, path: Path) -> str:
         """``path`` relative to the project root when inside it (POSIX), else absolute."""
@@ -125,12 +130,15 @@ class Project:
         defaults_path: ``configs/defaults.toml`` when present.
         broken: Models whose config has problems (left out of ``models``), with their problems
             one line each; only a project loaded with ``strict=False`` has any.
+        splits: The split step of every ``[llm]`` model, by model name (its programs are in
+            ``models`` as ``<model>.<program>``).
     """
 
     root: Path
     models: dict[str, ModelSpec] = field(hash=False)
     defaults_path: Path | None = None
     broken: dict[str, tuple[str, ...]] = field(default_factory=dict, hash=False)
+    splits: dict[str, LlmSplit] = field(default_factory=dict, hash=False)
 
     @property
     def config_dir(self) -> Path:
@@ -176,12 +184,19 @@ def load_project(root: Path, *, strict: bool = True) -> Project:
 
     files = _model_files(config_dir, root, problems)
     models: dict[str, ModelSpec] = {}
+    splits: dict[str, LlmSplit] = {}
     for name, path in files.items():
         problems.current = name
         data = _read_toml(path, root, problems)
         config = None
         if data is not None:
             config = _validate(name, path, data, defaults_path, defaults, root, problems)
+        if config is not None and config.llm is not None:
+            expanded = _make_llm_specs(name, path, config, root, problems)
+            if expanded is not None:
+                splits[name] = expanded[0]
+                _add_programs(models, expanded[1], name, problems)
+            continue
         spec = _make_spec(name, path, config, root, problems) if config is not None else None
         if spec is not None:
             models[name] = spec
@@ -194,8 +209,19 @@ def load_project(root: Path, *, strict: bool = True) -> Project:
     if problems.lines and strict:
         raise ConfigError("\n".join(dict.fromkeys(problems.lines)))
     broken = problems.broken(files)
-    models = {name: spec for name, spec in models.items() if name not in broken}
-    return Project(root=root, models=models, defaults_path=defaults_path, broken=broken)
+    models = {
+        name: spec
+        for name, spec in models.items()
+        if name not in broken and spec.split not in broken
+    }
+    splits = {name: split for name, split in splits.items() if name not in broken}
+    return Project(
+        root=root,
+        models=dict(sorted(models.items())),
+        defaults_path=defaults_path,
+        broken=broken,
+        splits=splits,
+    )
 
 
 class _Problems:
@@ -342,6 +368,9 @@ def _validate(
         return defaults_path if _has_path(defaults, loc) else path
 
     bad_locs: set[tuple[str | int, ...]] = set()
+    for key, message in [] if placeholder else _source_problems(merged):
+        bad_locs.add((key,))
+        problems.append(f"{display(origin((key,)), root)}: {key}: {message}")
     for loc, value in _find_datetimes(merged):
         bad_locs.add(loc)
         problems.append(
@@ -358,12 +387,23 @@ def _validate(
         config = ModelConfig.model_validate_json(text, strict=True)
     except pydantic.ValidationError as exc:
         for loc, message in v.problems(exc, merged, ModelConfig, v.TOML):
-            if any(loc[: len(bad)] == bad for bad in bad_locs):
-                continue
+            if any(loc[: len(bad)] == bad for bad in bad_locs) or (not loc and bad_locs):
+                continue  # already reported (a top-level error is the source/[llm] rule's)
             rel = display(origin(loc), root)
             problems.append(f"{rel}: {v.dotted(loc) or '(top level)'}: {message}")
         return None
     return None if placeholder or bad_locs else config
+
+
+def _source_problems(merged: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """A model has a source or an ``[llm]`` table, never both (said per key)."""
+    if "llm" not in merged:
+        return [] if "source" in merged else [("source", "required key is missing")]
+    if "source" in merged:
+        return [("llm", "a model has a source or an [llm] table, not both")]
+    if "output" in merged:
+        return [("output", "not used with [llm]: llm.output names the split folder")]
+    return []
 
 
 def _find_datetimes(
@@ -413,6 +453,7 @@ def _make_spec(
             )
         return where
 
+    assert config.source is not None  # an [llm] model goes through _make_llm_specs
     source = place("source", config.source)
     raw_output = config.output or Path("build") / f"{name}_ane.onnx"
     output = place("output", raw_output)
@@ -447,6 +488,69 @@ def _make_spec(
         compile=compile_spec,
         check_data=check_data,
     )
+
+
+def _add_programs(
+    models: dict[str, ModelSpec], programs: list[ModelSpec], model: str, problems: _Problems
+) -> None:
+    for spec in programs:
+        if spec.name.lower() in {n.lower() for n in models}:
+            problems.add(
+                [model, spec.name],
+                f"{display(spec.config_path, spec.root)}: program {spec.name!r} of the [llm] "
+                f"model {model!r} has the name of another model; rename one",
+            )
+        models[spec.name] = spec
+
+
+def _make_llm_specs(
+    name: str, path: Path, config: ModelConfig, root: Path, problems: _Problems
+) -> tuple[LlmSplit, list[ModelSpec]] | None:
+    """The split step of an ``[llm]`` model and one spec per ANE program (none on a problem)."""
+    assert config.llm is not None
+    rel = display(path, root)
+    try:
+        where, real = locate(config.llm.checkpoint, root)
+    except SymlinkLoopError:
+        problems.append(f"{rel}: llm.checkpoint: symlink loop while resolving")
+        return None
+    if not config.allow_outside_root and not real.is_relative_to(root):
+        problems.append(
+            f"{rel}: llm.checkpoint: resolves to {real}, outside the project root {root}; set "
+            f"allow_outside_root = true to allow it (got {v.show(str(config.llm.checkpoint))})"
+        )
+        return None
+    try:
+        split, plan = plan_model(name, config.llm, where, root)
+    except AneError as exc:
+        problems.append(f"{rel}: llm: {exc}")
+        return None
+    check_data = locate(config.check.data, root)[0] if config.check.data else None
+    specs = []
+    for task in plan.programs:
+        if task.container is None:
+            continue
+        program = program_name(name, task.name)
+        compile_spec = None
+        updates: dict[str, Any] = {"io": task.io}
+        if config.compile is not None and config.compile.enabled:
+            compile_spec = resolve_compile(program, config.compile, root)
+            updates["root"] = compile_spec.outputs
+        specs.append(
+            ModelSpec(
+                name=program,
+                config_path=path,
+                config=config,
+                source=task.graph,
+                output=task.container,
+                artifacts=config.artifacts.model_copy(update=updates),
+                root=root,
+                compile=compile_spec,
+                check_data=check_data,
+                split=name,
+            )
+        )
+    return split, specs
 
 
 # --- formatting ----------------------------------------------------------------------------

@@ -205,6 +205,21 @@ def deploy_reasons(ctx: BuildContext, name: str) -> list[str]:
     return reasons
 
 
+def split_reasons(ctx: BuildContext, model: str) -> list[str]:
+    """Why an ``[llm]`` model's split is stale (checkpoint files, settings, missing graphs)."""
+    from .llmsplit import split_inputs
+
+    split = ctx.graph.splits[model]
+    record = ctx.records.get(model, "split")
+    if record is None:
+        return ["no build record (never split here, or the state was reset)"]
+    reasons = config_reasons(record.get("settings", {}), split.settings)
+    inputs = split_inputs(Path(split.checkpoint))
+    reasons += input_reasons(ctx, record.get("inputs", {}), inputs)
+    reasons += [f"output {ctx.rel(p)} is missing" for p in split.targets if not os.path.exists(p)]
+    return reasons
+
+
 def why(ctx: BuildContext, names: list[str] | None = None) -> dict[str, list[str]]:
     """Reasons per model (compile, convert and deploy steps), without building anything.
 
@@ -218,6 +233,9 @@ def why(ctx: BuildContext, names: list[str] | None = None) -> dict[str, list[str
             out[name] = [f"config: {line}" for line in ctx.graph.broken[name]]
             continue
         reasons = []
+        split = ctx.models[name].split
+        if split is not None:
+            reasons += [f"split:{split}: {r}" for r in split_reasons(ctx, split)]
         if ctx.models[name].compile_outputs is not None:
             reasons += [f"compile: {r}" for r in compile_reasons(ctx, name)]
         reasons += [f"convert: {r}" for r in convert_reasons(ctx, name)]

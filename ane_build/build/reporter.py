@@ -21,7 +21,7 @@ from .noop import begin, write_stamp
 log = logging.getLogger(__name__)
 
 # Tasks a plain ``doit`` runs; only a clean run of all of them may leave the no-op stamp.
-DEFAULT_TASKS = ("example", "compile", "convert", "verify", "deploy", "orphans")
+DEFAULT_TASKS = ("example", "split", "compile", "convert", "verify", "deploy", "orphans")
 
 
 class BuildReporter(ConsoleReporter):  # type: ignore[misc]
@@ -86,11 +86,11 @@ class BuildReporter(ConsoleReporter):  # type: ignore[misc]
 
     def _summarise(self) -> None:
         from .orphans import find_orphans
-        from .summary import collect, summary_lines, write_report
+        from .summary import collect, split_lines, summary_lines, write_report
 
         ctx = context()
         states = collect(ctx, self.other)
-        for line in summary_lines(states):
+        for line in (*summary_lines(states), *split_lines(ctx, states)):
             self.write(line + "\n")
         orphans = find_orphans(ctx)
         if orphans:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from .context import BuildContext, set_context
 from .layout import CONFIG_DIR, DEPLOY_DIR, DIGESTS_FILE, LOGS_DIR, REPORT_FILE, STATE_DIR
+from .llmsplit import split_inputs
 from .state import DigestCache, project_lock
 from .taskgraph import TaskGraph, load_graph
 
@@ -88,10 +89,16 @@ class _ProjectWatch:
         return self._graph
 
     def inputs(self) -> dict[str, list[Path]]:
-        models = self.refresh().models.items()
+        graph = self.refresh()
+        # A program's source is its split's output: the checkpoint stands for it.
+        checkpoints = {
+            name: [Path(p) for p in split_inputs(Path(split.checkpoint))]
+            for name, split in graph.splits.items()
+        }
         return {
             n: [Path(p) for p in (*m.inputs, *m.compile_inputs, *m.deploy_inputs)]
-            for n, m in models
+            + checkpoints.get(m.split or "", [])
+            for n, m in graph.models.items()
         }
 
     def roots(self) -> dict[str, list[Path]]:
@@ -103,6 +110,8 @@ class _ProjectWatch:
             return True
         if path == root / REPORT_FILE or path in self.graph().outputs:
             return True
+        if any(path.is_relative_to(s.output) for s in self.graph().splits.values()):
+            return True  # written by the split step
         models = self.graph().models.values()
         return any(path.is_relative_to(m.compile_outputs) for m in models if m.compile_outputs)
 

@@ -189,6 +189,39 @@ def summary_lines(states: list[ModelState]) -> list[str]:
     return lines
 
 
+def split_lines(ctx: BuildContext, states: list[ModelState]) -> list[str]:
+    """Per ``[llm]`` model: a failed split, and the programs that run on the CPU (no ANE steps).
+
+    The CPU line is shown when the model's programs were part of this run's table.
+    """
+    touched = {s.name for s in states if s.touched}
+    lines = []
+    for name, split in ctx.graph.splits.items():
+        outcome = ctx.outcomes.get(name, "split") or {}
+        if outcome.get("run") == ctx.run_id and outcome.get("status") == FAILED:
+            lines.append(f"FAILED {name}: split: {outcome.get('error')}")
+        if split.cpu_programs and touched & set(split.programs):
+            shown = ", ".join(split.cpu_programs)
+            lines.append(f"{shown}: runs on the CPU (onnxruntime): no compile, convert or deploy")
+    return lines
+
+
+def _splits_json(ctx: BuildContext) -> dict[str, Any]:
+    out = {}
+    for name, split in ctx.graph.splits.items():
+        outcome = ctx.outcomes.get(name, "split")
+        out[name] = {
+            "checkpoint": ctx.rel(split.checkpoint),
+            "output": ctx.rel(split.output),
+            "programs": list(split.programs),
+            "cpu_programs": list(split.cpu_programs),
+            "split": _step_json(outcome | {"this_run": outcome.get("run") == ctx.run_id})
+            if outcome
+            else None,
+        }
+    return out
+
+
 def write_report(ctx: BuildContext, states: list[ModelState], orphans: list[str]) -> Path:
     """Write ``build/report.json`` (atomically); return its path."""
     finished = time.time()
@@ -216,6 +249,7 @@ def write_report(ctx: BuildContext, states: list[ModelState], orphans: list[str]
             "failed": sum(s.failed is not None for s in states),
         },
         "models": models,
+        "splits": _splits_json(ctx),
         "orphans": orphans,
     }
     path = ctx.root / REPORT_FILE

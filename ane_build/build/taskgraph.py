@@ -28,6 +28,7 @@ from .layout import (
     SYNTHETIC_FILE,
     build_version,
 )
+from .llmsplit import LlmSplit
 from .state import DigestCache, read_json
 
 if TYPE_CHECKING:
@@ -35,7 +36,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-GRAPH_VERSION = 3
+GRAPH_VERSION = 4
 CONVERT_SECTIONS = ("source", "output", "toolchain", "allow_outside_root", "artifacts")
 DEPLOY_SECTIONS = ("deploy", "check")
 COMPILE_SECTIONS = ("compile",)
@@ -71,6 +72,7 @@ class ModelNode:
         data_locations: Their locations as the source names them (same order).
         data_copies: (data file, its copy next to the output) when the output is elsewhere.
         deploy_inputs: Files the deploy's check reads (``[check] data``).
+        split: For a program of an ``[llm]`` model, that model (its split writes the source).
     """
 
     name: str
@@ -96,6 +98,7 @@ class ModelNode:
     data_locations: tuple[str, ...] = ()
     data_copies: tuple[tuple[str, str], ...] = ()
     deploy_inputs: tuple[str, ...] = ()
+    split: str | None = None
 
 
 @dataclass(frozen=True)
@@ -103,13 +106,15 @@ class TaskGraph:
     """Every model of a project, sorted by name, and the models whose config is broken.
 
     ``watched`` maps what the graph was built from (configs, and every folder a walk or glob
-    listed) to its stamp then: while none of them changed, neither did the graph.
+    listed) to its stamp then: while none of them changed, neither did the graph. ``splits``
+    holds the split step of every ``[llm]`` model; its programs are models of their own.
     """
 
     root: Path
     models: dict[str, ModelNode]
     broken: dict[str, tuple[str, ...]] = field(default_factory=dict)
     watched: dict[str, list[int] | None] = field(default_factory=dict)
+    splits: dict[str, LlmSplit] = field(default_factory=dict)
 
     def unchanged(self) -> bool:
         """Whether everything the graph was built from is as it was then (stat calls only)."""
@@ -173,6 +178,7 @@ def load_graph(root: Path, cache: DigestCache) -> TaskGraph:
         "watched": watched,
         "models": {name: asdict(node) for name, node in graph.models.items()},
         "broken": graph.broken,
+        "splits": {name: asdict(split) for name, split in graph.splits.items()},
     }
     try:
         write_atomic(path, json.dumps(body, separators=(",", ":")).encode())
@@ -273,6 +279,10 @@ def build_graph(root: Path, cache: DigestCache) -> tuple[TaskGraph, dict[str, An
     for name in project.broken:
         walk.watch(root / CONFIG_DIR / f"{name}.toml")
     walk.watch(root / SYNTHETIC_FILE)
+    for split in project.splits.values():
+        # New or removed shards and a changed config.json change the programs.
+        walk.watch(split.checkpoint)
+        walk.watch(os.path.join(split.checkpoint, "config.json"))
     models = {name: _node(spec, walk) for name, spec in project.models.items()}
     broken = dict(project.broken)
     for name, problems in _external_data_problems(project, models).items():
@@ -282,7 +292,8 @@ def build_graph(root: Path, cache: DigestCache) -> tuple[TaskGraph, dict[str, An
         "configs": sorted(p.name for p in (root / CONFIG_DIR).glob("*.toml")),
         "stamps": walk.stamps,
     }
-    graph = TaskGraph(root, models, dict(sorted(broken.items())), dict(walk.stamps))
+    splits = {name: split for name, split in project.splits.items() if name not in broken}
+    graph = TaskGraph(root, models, dict(sorted(broken.items())), dict(walk.stamps), splits)
     return graph, watched
 
 
@@ -327,6 +338,7 @@ def _node(spec: ModelSpec, walk: _Walk) -> ModelNode:
         data_locations=tuple(locations),
         data_copies=_data_copies(spec, locations),
         deploy_inputs=tuple(_check_files(spec, walk)),
+        split=spec.split,
         **compile_fields,
     )
 
@@ -458,4 +470,5 @@ def _from_json(root: Path, data: dict[str, Any], watched: dict[str, Any]) -> Tas
         raw["data_copies"] = tuple(tuple(pair) for pair in raw["data_copies"])
         models[name] = ModelNode(**raw)
     broken = {name: tuple(lines) for name, lines in data["broken"].items()}
-    return TaskGraph(root, models, broken, watched)
+    splits = {name: LlmSplit.from_json(raw) for name, raw in data["splits"].items()}
+    return TaskGraph(root, models, broken, watched, splits)

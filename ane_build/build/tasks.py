@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 from doit.exceptions import TaskFailed
@@ -20,6 +21,7 @@ from .compiling import compile_action, log_path, outputs_intact
 from .context import context
 from .deploying import deploy_action, deploy_record_path
 from .layout import SMOKE_XML, SYNTHETIC_FILE, build_version
+from .llmsplit import split_inputs
 from .outcome import Step, StepFailed
 from .reasons import output_changed
 from .smoke import ALLOW_SIM_ENV, SMOKE_JSON, smoke_action
@@ -122,6 +124,29 @@ def _generate_action(name: str) -> None:
     if spec is not None:
         for path in generate_model(name, spec.models[name], ctx.root):
             say(f"example:{name}: wrote {ctx.rel(path)} (synthetic example input)")
+
+
+def gen_split() -> Iterator[TaskDict]:
+    """Tasks: one ``split:<model>`` per ``[llm]`` model (its programs' graphs)."""
+    from .splitting import split_action
+    from .taskgraph import settings_digest
+
+    ctx = context()
+    yield {"basename": "split", "name": None, "doc": "split LLM checkpoints into chunk graphs"}
+    for name, split in ctx.graph.splits.items():
+        digest = settings_digest(split.settings)
+        yield {
+            "basename": "split",
+            "name": name,
+            "doc": f"split {ctx.rel(split.checkpoint)} into {len(split.programs)} ANE programs",
+            "actions": [(run_step, [split_action, name])],
+            # The settings are checked by value: other edits of the config do not re-split.
+            "file_dep": split_inputs(Path(split.checkpoint)),
+            "targets": list(split.targets),
+            "uptodate": [lambda task, values, digest=digest: values.get("settings") == digest],
+            "clean": True,
+            **LIVE_OUTPUT,
+        }
 
 
 def gen_compile() -> Iterator[TaskDict]:

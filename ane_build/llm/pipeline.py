@@ -38,11 +38,17 @@ class LlmConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    checkpoint: Path
-    chunks: int | Literal["auto"] = "auto"
-    context: int = Field(default=512, ge=2)
-    prefill: int = Field(default=64, ge=1)
-    output: Path | None = None
+    checkpoint: Path = Field(
+        description="The Hugging Face checkpoint folder (config.json, *.safetensors, tokenizer)."
+    )
+    chunks: int | Literal["auto"] = Field(
+        default="auto", description='Layer groups, or "auto" for the fewest that fit the ANE.'
+    )
+    context: int = Field(default=512, ge=2, description="Positions the KV caches hold.")
+    prefill: int = Field(default=64, ge=1, description="Positions per prefill program (1: none).")
+    output: Path | None = Field(
+        default=None, description="The split folder; build/llm/<name> by default."
+    )
 
     def settings(self) -> SplitSettings:
         """The split settings this table asks for."""

@@ -465,7 +465,8 @@ def test_digest_ignores_explicit_defaults_and_the_project_location(tmp_path: Pat
 
 def test_schema_describes_the_config() -> None:
     schema = config_schema()
-    assert schema["required"] == ["source"]
+    assert "required" not in schema
+    assert schema["oneOf"] == [{"required": ["source"]}, {"required": ["llm"]}]
     assert schema["additionalProperties"] is False
     assert set(schema["properties"]) == set(ModelConfig.model_fields)
     deploy = schema["$defs"]["DeployConfig"]["properties"]
