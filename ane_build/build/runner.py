@@ -48,7 +48,8 @@ def run_doit(root: Path, args: list[str], ctx: BuildContext | None = None) -> in
             main = DoitMain(
                 ModuleTaskLoader(dodo), extra_config={"GLOBAL": {"outfile": sys.stdout}}
             )
-            return int(main.run(args))
+            # Some doit commands (clean, forget) return None for success.
+            return int(main.run(args) or 0)
         finally:
             ctx.save()
             set_context(None)

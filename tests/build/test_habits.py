@@ -11,6 +11,7 @@ import pytest
 from ane_build.build import layout
 from ane_build.build.context import BuildContext
 from ane_build.build.reasons import why
+from ane_build.build.runner import run_doit
 from ane_build.container.metadata import parse_ane_metadata
 from tests.helpers import EXAMPLE_COMPILER, doit_cli, doit_run, external_data_model
 
@@ -147,3 +148,10 @@ def test_external_data_is_copied_next_to_the_output(
     assert code == 0 and copy.read_bytes() == data.read_bytes(), out
     proc = doit_cli(root, "clean", "convert")
     assert proc.returncode == 0 and not copy.exists(), proc.stdout + proc.stderr
+
+
+def test_clean_in_process_returns_0_and_removes_outputs(project: Path) -> None:
+    """doit's clean command returns None for success; run_doit still gives an exit status."""
+    assert (project / "build" / "relu_ane.onnx").exists()
+    assert run_doit(project, ["clean"]) == 0
+    assert not (project / "build" / "relu_ane.onnx").exists()
