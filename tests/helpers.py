@@ -8,6 +8,7 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -223,6 +224,15 @@ def example_project(root: Path, *, generate: bool = True) -> Path:
     if generate:
         generate_all(root)
     return root
+
+
+def default_sigint() -> None:
+    """``preexec_fn`` of a child the test interrupts: SIGINT as a user's terminal delivers it.
+
+    A runner started in the background (``cmd &`` in a script) ignores SIGINT, and children
+    inherit that: without this, a Ctrl-C test would wait for a process that cannot see it.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def doit_run(root: Path, capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:

@@ -43,6 +43,7 @@ from tests.helpers import (
     all_temps,
     check_state,
     converted,
+    default_sigint,
     make_project,
     relu_model,
     set_toolchain,
@@ -396,7 +397,11 @@ def interrupt_doit(root: Path, sig: signal.Signals, tasks: int, delay: float) ->
     log = root / "interrupted.out"
     with open(log, "w") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "doit"], cwd=root, stdout=out, stderr=subprocess.STDOUT
+            [sys.executable, "-m", "doit"],
+            cwd=root,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            preexec_fn=default_sigint,
         )
         try:
             wait_for(

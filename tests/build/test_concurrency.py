@@ -35,6 +35,7 @@ from tests.helpers import (
     all_temps,
     check_state,
     converted,
+    default_sigint,
     make_project,
     set_toolchain,
     sha256_file,
@@ -61,7 +62,9 @@ class Proc:
         self.out = root.parent / f"{label}.out"
         self.err = root.parent / f"{label}.err"
         with open(self.out, "w") as out, open(self.err, "w") as err:
-            self.popen = subprocess.Popen(args, cwd=root, stdout=out, stderr=err)
+            self.popen = subprocess.Popen(
+                args, cwd=root, stdout=out, stderr=err, preexec_fn=default_sigint
+            )
         self.pid = self.popen.pid
 
     def stdout(self) -> str:

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from ane_build.build.state import project_lock
-from tests.helpers import make_project, wait_for
+from tests.helpers import default_sigint, make_project, wait_for
 
 
 def _interrupt(cmd: list[str], cwd: Path, ready: str, timeout: float = 60) -> tuple[int, str]:
@@ -21,7 +21,7 @@ def _interrupt(cmd: list[str], cwd: Path, ready: str, timeout: float = 60) -> tu
         stderr=subprocess.STDOUT,
         text=True,
         # A test runner may ignore SIGINT; the child must see it as a user would.
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        preexec_fn=default_sigint,
     )
     seen: list[str] = []
     assert proc.stdout is not None
@@ -71,7 +71,7 @@ def test_convert_to_ane_while_writing(tmp_path: Path) -> None:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        preexec_fn=default_sigint,
     )
     # Interrupt once the output's temp file exists: the writer is mid-way.
     wait_for("the convert to start writing", lambda: list(root.glob(".o.onnx.*.tmp")) or None)

@@ -12,7 +12,7 @@ from ane_build.build.context import BuildContext
 from ane_build.build.reasons import why
 from ane_build.build.runner import run_doit
 from ane_build.container.metadata import parse_ane_metadata
-from tests.helpers import EXAMPLE_MODELS, doit_cli, example_project, make_project
+from tests.helpers import EXAMPLE_MODELS, default_sigint, doit_cli, example_project, make_project
 
 MODELS = EXAMPLE_MODELS
 
@@ -259,6 +259,7 @@ def test_watch_command_rebuilds_and_exits_0_on_ctrl_c(project: Path) -> None:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=default_sigint,
     )
     try:
         output = project / "build" / "relu_ane.onnx"

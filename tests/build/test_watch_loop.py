@@ -19,7 +19,7 @@ import pytest
 
 from ane_build.build.regress import ModelSnapshot, regression_table
 from ane_build.build.runner import run_doit, watch_project
-from tests.helpers import EXAMPLE_MODELS, sha256_file, wait_for
+from tests.helpers import EXAMPLE_MODELS, default_sigint, sha256_file, wait_for
 
 
 @pytest.fixture
@@ -114,6 +114,7 @@ def test_a_config_broken_at_start_is_reported_and_the_rest_is_watched(project: P
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=default_sigint,
     )
     try:
         built = [project / "build" / f"{m}_ane.onnx" for m in ("add", "concat", "sigmoid")]
@@ -146,6 +147,7 @@ def test_no_initial_build_is_an_option_of_both_commands(project: Path) -> None:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
+            preexec_fn=default_sigint,
         )
         try:
             deadline = time.monotonic() + 3
