@@ -432,6 +432,28 @@ def _has_path(data: Any, loc: tuple[str | int, ...]) -> bool:
 # --- resolution ----------------------------------------------------------------------------
 
 
+def _place(
+    key: str, raw: Path, root: Path, rel: str, allow_outside: bool, problems: _Problems
+) -> tuple[Path, bool] | None:
+    """Where a config path points, and whether it may be used (problems are added).
+
+    Returns None on a symlink loop; else the path and False when it leaves the project root
+    without ``allow_outside_root``.
+    """
+    try:
+        where, real = locate(raw, root)
+    except SymlinkLoopError:
+        problems.append(f"{rel}: {key}: symlink loop while resolving (got {v.show(str(raw))})")
+        return None
+    if allow_outside or real.is_relative_to(root):
+        return where, True
+    problems.append(
+        f"{rel}: {key}: resolves to {real}, outside the project root {root}; set "
+        f"allow_outside_root = true to allow it (got {v.show(str(raw))})"
+    )
+    return where, False
+
+
 def _make_spec(
     name: str, path: Path, config: ModelConfig, root: Path, problems: _Problems
 ) -> ModelSpec | None:
@@ -440,18 +462,11 @@ def _make_spec(
 
     def place(key: str, raw: Path) -> Path | None:
         nonlocal resolvable
-        try:
-            where, real = locate(raw, root)
-        except SymlinkLoopError:
-            problems.append(f"{rel}: {key}: symlink loop while resolving (got {v.show(str(raw))})")
+        placed = _place(key, raw, root, rel, config.allow_outside_root, problems)
+        if placed is None:
             resolvable = False
             return None
-        if not config.allow_outside_root and not real.is_relative_to(root):
-            problems.append(
-                f"{rel}: {key}: resolves to {real}, outside the project root {root}; set "
-                f"allow_outside_root = true to allow it (got {v.show(str(raw))})"
-            )
-        return where
+        return placed[0]
 
     assert config.source is not None  # an [llm] model goes through _make_llm_specs
     source = place("source", config.source)
@@ -509,17 +524,12 @@ def _make_llm_specs(
     """The split step of an ``[llm]`` model and one spec per ANE program (none on a problem)."""
     assert config.llm is not None
     rel = display(path, root)
-    try:
-        where, real = locate(config.llm.checkpoint, root)
-    except SymlinkLoopError:
-        problems.append(f"{rel}: llm.checkpoint: symlink loop while resolving")
+    placed = _place(
+        "llm.checkpoint", config.llm.checkpoint, root, rel, config.allow_outside_root, problems
+    )
+    if placed is None or not placed[1]:
         return None
-    if not config.allow_outside_root and not real.is_relative_to(root):
-        problems.append(
-            f"{rel}: llm.checkpoint: resolves to {real}, outside the project root {root}; set "
-            f"allow_outside_root = true to allow it (got {v.show(str(config.llm.checkpoint))})"
-        )
-        return None
+    where = placed[0]
     try:
         split, plan = plan_model(name, config.llm, where, root)
     except AneError as exc:
