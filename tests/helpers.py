@@ -235,6 +235,18 @@ def default_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
+def interruptible(root: Path, *args: str) -> subprocess.Popen[str]:
+    """``python ARGS`` in ``root``, output piped as text, ready for a Ctrl-C (`default_sigint`)."""
+    return subprocess.Popen(
+        [sys.executable, *args],
+        cwd=root,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=default_sigint,
+    )
+
+
 def doit_run(root: Path, capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
     """``doit ARGS`` in-process in ``root``: its exit status and what it printed."""
     capsys.readouterr()

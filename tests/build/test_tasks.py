@@ -1,8 +1,6 @@
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -12,7 +10,7 @@ from ane_build.build.context import BuildContext
 from ane_build.build.reasons import why
 from ane_build.build.runner import run_doit
 from ane_build.container.metadata import parse_ane_metadata
-from tests.helpers import EXAMPLE_MODELS, default_sigint, doit_cli, example_project, make_project
+from tests.helpers import EXAMPLE_MODELS, doit_cli, example_project, interruptible, make_project
 
 MODELS = EXAMPLE_MODELS
 
@@ -253,14 +251,7 @@ def test_fresh_example_project_builds_then_noops(tmp_path: Path) -> None:
 
 
 def test_watch_command_rebuilds_and_exits_0_on_ctrl_c(project: Path) -> None:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "ane_build", "watch"],
-        cwd=project,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        preexec_fn=default_sigint,
-    )
+    proc = interruptible(project, "-m", "ane_build", "watch")
     try:
         output = project / "build" / "relu_ane.onnx"
         deadline = time.monotonic() + 90

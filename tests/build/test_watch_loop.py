@@ -8,8 +8,6 @@ models keep building.
 from __future__ import annotations
 
 import signal
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -19,7 +17,7 @@ import pytest
 
 from ane_build.build.regress import ModelSnapshot, regression_table
 from ane_build.build.runner import run_doit, watch_project
-from tests.helpers import EXAMPLE_MODELS, default_sigint, sha256_file, wait_for
+from tests.helpers import EXAMPLE_MODELS, interruptible, sha256_file, wait_for
 
 
 @pytest.fixture
@@ -108,14 +106,7 @@ def _table(capsys: pytest.CaptureFixture[str]) -> list[str] | None:
 
 def test_a_config_broken_at_start_is_reported_and_the_rest_is_watched(project: Path) -> None:
     (project / "configs" / "relu.toml").write_text("source = [\n")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "doit", "watch", "--poll"],
-        cwd=project,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        preexec_fn=default_sigint,
-    )
+    proc = interruptible(project, "-m", "doit", "watch", "--poll")
     try:
         built = [project / "build" / f"{m}_ane.onnx" for m in ("add", "concat", "sigmoid")]
         wait_for("the initial build", lambda: all(p.exists() for p in built), timeout=90)
@@ -141,14 +132,7 @@ def test_a_config_broken_at_start_is_reported_and_the_rest_is_watched(project: P
 
 def test_no_initial_build_is_an_option_of_both_commands(project: Path) -> None:
     for command in (["-m", "doit", "watch"], ["-m", "ane_build", "watch"]):
-        proc = subprocess.Popen(
-            [sys.executable, *command, "--no-initial-build", "--project", str(project)],
-            cwd=project,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            preexec_fn=default_sigint,
-        )
+        proc = interruptible(project, *command, "--no-initial-build", "--project", str(project))
         try:
             deadline = time.monotonic() + 3
             while time.monotonic() < deadline and proc.poll() is None:
