@@ -198,16 +198,17 @@ class BufferObject(Closing):
             view[pos : pos + n] = _ZEROS[:n]
 
     def _unmap(self) -> None:
-        if self._view is not None:
-            self._view.release()
-            self._view = None
-        if self._mapping is not None:
-            try:
-                self._mapping.close()
-            except BufferError:
-                # Someone still holds a slice of the view; the pages stay mapped until it goes.
-                log.warning("buffer object %d: mapping still exported; unmapped later", self.handle)
-            self._mapping = None
+        view, mapping = self._view, self._mapping
+        self._view = self._mapping = None
+        try:
+            if view is not None:
+                view.release()
+            if mapping is not None:
+                mapping.close()
+        except BufferError:
+            # Someone still holds a view of it (a numpy array, a slice): the pages stay mapped
+            # until the last one goes, and the BO is freed all the same.
+            log.warning("buffer object %d: mapping still exported; unmapped later", self.handle)
 
     def close(self) -> None:
         """Unmap, then BO_FREE. Idempotent; a failed free leaves the BO for the device to retry.

@@ -169,6 +169,48 @@ def tile(
     return None
 
 
+def tensor_extent(n: int, c: int, h: int, w: int, row_stride: int, plane_stride: int) -> int:
+    """Bytes a buffer needs to hold an ``(n, c, h, w)`` tensor with these strides.
+
+    The last plane may stop right after its last element: padding after it is not required.
+
+    Raises:
+        AneFormatError: Negative dimensions, or strides that cannot hold the rows.
+    """
+    n, c, h, w = _nchw((n, c, h, w))
+    rs, ps = strides(h, w, row_stride, plane_stride)
+    if n * c == 0 or h == 0 or w == 0:
+        return 0
+    return (n * c - 1) * ps + (h - 1) * rs + w * ELEMENT_SIZE
+
+
+def tensor_view(
+    buf: npt.NDArray[np.uint8], n: int, c: int, h: int, w: int, row_stride: int, plane_stride: int
+) -> npt.NDArray[np.float16]:
+    """The ``(n, c, h, w)`` fp16 tensor inside an ANE buffer image, as a strided view of ``buf``.
+
+    Writing through it changes ``buf``; padding is not part of it. It keeps ``buf`` alive.
+
+    Raises:
+        AneFormatError: Negative dimensions, strides that cannot hold the rows, or a buffer too
+            short for the tensor (`tensor_extent`).
+    """
+    needed = tensor_extent(n, c, h, w, row_stride, plane_stride)
+    if not needed:
+        return np.zeros((n, c, h, w), dtype=FP16_LE)
+    if len(buf) < needed:
+        raise AneFormatError(
+            f"buffer of {len(buf)} bytes is too short for a {n}x{c}x{h}x{w} tensor with "
+            f"row stride {row_stride} and plane stride {plane_stride} ({needed} bytes needed)"
+        )
+    return np.lib.stride_tricks.as_strided(
+        buf[:needed].view(FP16_LE),
+        shape=(n, c, h, w),
+        strides=(c * plane_stride, plane_stride, row_stride, ELEMENT_SIZE),
+        writeable=buf.flags.writeable,
+    )
+
+
 def untile(
     buf: BytesLike, n: int, c: int, h: int, w: int, row_stride: int, plane_stride: int
 ) -> npt.NDArray[np.float16]:
@@ -180,24 +222,10 @@ def untile(
         AneFormatError: Negative dimensions, strides that cannot hold the rows, or a buffer too
             short for the tensor.
     """
-    n, c, h, w = _nchw((n, c, h, w))
-    rs, ps = strides(h, w, row_stride, plane_stride)
-    planes = n * c
-    if planes == 0 or h == 0 or w == 0:
-        return np.zeros((n, c, h, w), dtype=np.float16)
-    # The last plane may stop right after its last element; padding after it is not required.
-    needed = (planes - 1) * ps + (h - 1) * rs + w * ELEMENT_SIZE
     # Release our view before returning so the caller can unmap the BO right away.
     with memoryview(buf) as outer, outer.cast("B") as view:
-        if len(view) < needed:
-            raise AneFormatError(
-                f"buffer of {len(view)} bytes is too short for a {n}x{c}x{h}x{w} tensor with "
-                f"row stride {rs} and plane stride {ps} ({needed} bytes needed)"
-            )
-        flat = np.frombuffer(view, dtype=FP16_LE, count=needed // ELEMENT_SIZE)
-        strided = np.lib.stride_tricks.as_strided(
-            flat, shape=(n, c, h, w), strides=(c * ps, ps, rs, ELEMENT_SIZE), writeable=False
-        )
+        raw = np.frombuffer(view, dtype=np.uint8)
+        strided = tensor_view(raw, n, c, h, w, row_stride, plane_stride)
         result = strided.astype(np.float16, copy=True)
-        del flat, strided
+        del raw, strided
     return result

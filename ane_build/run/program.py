@@ -26,10 +26,16 @@ from .._fs import open_regular
 from .._resource import Closing
 from ..driver import uapi
 from ..driver.device import ANEDevice, BufferObject, Submission
-from ..errors import AneDeviceError, InputError, ModelFileError, SubmitValidationError
+from ..errors import (
+    AneDeviceError,
+    AneFormatError,
+    InputError,
+    ModelFileError,
+    SubmitValidationError,
+)
 from ..formats.microcode import build_bootstrap, check_chain, walk_chain
 from ..formats.payload import IoSlot
-from ..formats.tiling import FP16_LE, tile, to_fp16, untile
+from ..formats.tiling import tensor_extent, tensor_view, to_fp16
 
 SubmitMode = Literal["onnx", "direct"]
 _COPY_CHUNK = 8 << 20
@@ -135,7 +141,8 @@ class AneProgram(Closing):
 
     Raises:
         DescriptorChainError: The chain disagrees with ``td_size``/``td_count``.
-        SubmitValidationError: ``tiles`` or ``io`` name slots that cannot be used.
+        SubmitValidationError: ``tiles`` or ``io`` name slots that cannot be used, or a slot's
+            buffer is too small for the tensor ``io`` says it holds.
         AneDeviceError: Allocation failed (nothing stays allocated).
     """
 
@@ -165,10 +172,13 @@ class AneProgram(Closing):
         self._holds: Literal["image", "container"] | None = None
         self._submission: Submission | None = None
         self._stack = ExitStack()
+        self._inputs: dict[str, tuple[IoSlot, np.ndarray]] = {}
+        self._cleared: list[np.ndarray] = []
+        self._outputs: list[tuple[str, np.ndarray]] = []
         try:
             self._allocate(tiles or {})
         except BaseException:
-            self._stack.close()
+            self.close()
             raise
 
     @property
@@ -200,16 +210,36 @@ class AneProgram(Closing):
         self._plan_runs()
 
     def _plan_runs(self) -> None:
-        """Settle once what every run does with each slot, so a run only moves data."""
+        """Settle once what every run does with each slot, so a run only moves data.
+
+        Every tensor gets a strided view of its BO, checked here once: runs write inputs and
+        read outputs through them. An input BO is zeroed here and only its tensor is written
+        after, so its padding stays zero.
+        """
         named = [(io.name or f"slot{slot}", slot, io) for slot, io in self.io.items()]
-        self._inputs = {
-            name: (io, self.buffers[slot]) for name, slot, io in named if io.role == "input"
+        for name, slot, io in named:
+            # Checked before any view exists: a failure must leave nothing holding the mappings.
+            try:
+                needed = tensor_extent(io.n, io.c, io.h, io.w, io.row_stride, io.plane_stride)
+            except AneFormatError as exc:
+                raise SubmitValidationError(f"{self.label}: slot {slot} ({name!r}): {exc}") from exc
+            if needed > self.buffers[slot].size:
+                raise SubmitValidationError(
+                    f"{self.label}: slot {slot} ({self.buffers[slot].size} bytes) is too small "
+                    f"for {name!r} ({io.n}x{io.c}x{io.h}x{io.w}, {needed} bytes)"
+                )
+        raw = {slot: np.frombuffer(self.buffers[slot].view, np.uint8) for _, slot, _ in named}
+        views = {
+            slot: tensor_view(raw[slot], io.n, io.c, io.h, io.w, io.row_stride, io.plane_stride)
+            for _, slot, io in named
         }
+        self._inputs = {name: (io, views[slot]) for name, slot, io in named if io.role == "input"}
+        for _, slot, io in named:
+            if io.role == "input":
+                raw[slot].fill(0)
         # Anything the engine may write is cleared first: stale data never passes as a result.
-        self._cleared = [self.buffers[slot] for _, slot, io in named if io.role != "input"]
-        self._outputs = [
-            (name, io, self.buffers[slot]) for name, slot, io in named if io.role == "output"
-        ]
+        self._cleared = [raw[slot] for _, slot, io in named if io.role != "input"]
+        self._outputs = [(name, views[slot]) for name, slot, io in named if io.role == "output"]
         slots: dict[int | str, int] = {s: bo.size for s, bo in self.buffers.items()}
         slots["btsp"] = self.btsp.size
         self._slots = MappingProxyType(slots)
@@ -280,10 +310,9 @@ class AneProgram(Closing):
             self._write_image()
             self._submission = None
         for name, array in inputs.items():
-            io, bo = self._inputs[name]
-            tile(array, row_stride=io.row_stride, plane_stride=io.plane_stride, out=bo.view)
-        for bo in self._cleared:
-            bo.zero()
+            self._inputs[name][1][...] = array
+        for buffer in self._cleared:
+            buffer.fill(0)
         elapsed = self._submit(translate)
         return self._result(mode, translate, elapsed, time.perf_counter() - start)
 
@@ -353,7 +382,13 @@ class AneProgram(Closing):
                     f"{self.label}: input {name!r} has {array.size} elements {array.shape}; "
                     f"its slot holds {io.n}x{io.c}x{io.h}x{io.w}"
                 )
-            prepared[name] = array.reshape(io.n, io.c, io.h, io.w)
+            try:
+                half = to_fp16(array)
+            except (TypeError, ValueError) as exc:
+                raise InputError(
+                    f"{self.label}: input {name!r}: cannot convert {array.dtype} data to fp16"
+                ) from exc
+            prepared[name] = half.reshape(io.n, io.c, io.h, io.w)
         return prepared
 
     def write_region(self, name: str, values: np.ndarray, *, row: int = 0, column: int = 0) -> int:
@@ -369,21 +404,13 @@ class AneProgram(Closing):
             Bytes of tensor data written.
 
         Raises:
-            SubmitValidationError: The program has no input of that name, or its buffer is too
-                small for the tensor its slot says it holds.
+            SubmitValidationError: The program has no input of that name.
             InputError: The block has another N or C, or does not fit the tensor at that place.
         """
-        slot = next(
-            (
-                s
-                for s, io in self.io.items()
-                if io.role == "input" and (io.name or f"slot{s}") == name
-            ),
-            None,
-        )
-        if slot is None:
+        entry = self._inputs.get(name)
+        if entry is None:
             raise SubmitValidationError(f"{self.label}: no input {name!r}")
-        io, bo = self.io[slot], self.buffers[slot]
+        io, view = entry
         block = to_fp16(values)
         if block.ndim > 4:
             raise InputError(f"{self.label}: input {name!r}: a block of rank {block.ndim}")
@@ -393,33 +420,16 @@ class AneProgram(Closing):
                 f"{self.label}: input {name!r} ({io.n}x{io.c}x{io.h}x{io.w}) cannot take a "
                 f"{n}x{c}x{h}x{w} block at row {row}, column {column}"
             )
-        if not block.size:
-            return 0
-        end = (n * c - 1) * io.plane_stride + (io.h - 1) * io.row_stride + io.w * 2
-        if end > bo.size:
-            raise SubmitValidationError(
-                f"{self.label}: slot {slot} ({bo.size} bytes) is too small for {name!r}"
-            )
-        with bo.view.cast("B") as raw:
-            target: np.ndarray = np.ndarray(
-                (n, c, h, w),
-                dtype=FP16_LE,
-                buffer=raw,
-                offset=row * io.row_stride + column * 2,
-                strides=(c * io.plane_stride, io.plane_stride, io.row_stride, 2),
-            )
-            target[...] = block.reshape(n, c, h, w)
-            del target
+        view[:, :, row : row + h, column : column + w] = block.reshape(n, c, h, w)
         return block.size * 2
 
     def _read_outputs(self) -> dict[str, np.ndarray]:
-        return {
-            name: untile(bo.view, io.n, io.c, io.h, io.w, io.row_stride, io.plane_stride)
-            for name, io, bo in self._outputs
-        }
+        return {name: view.astype(np.float16) for name, view in self._outputs}
 
     def close(self) -> None:
         """Free every BO of the program. Idempotent."""
+        # The views export the BO mappings: dropped first, the BOs unmap as they are freed.
+        self._inputs, self._cleared, self._outputs = {}, [], []
         self._stack.close()
 
 

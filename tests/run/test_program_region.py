@@ -107,18 +107,22 @@ def test_bad_regions_are_refused_and_write_nothing(
         assert input_bytes(program) == before
 
 
-def test_a_slot_too_small_for_its_tensor_is_refused() -> None:
-    with ANEDevice.simulated() as device:
-        program = AneProgram(
-            device,
-            microcode=make_chain((M1_TD_SIZE,)),
-            td_size=M1_TD_SIZE,
-            td_count=1,
-            tiles={4: 16384, 5: 16384},
-            io=io_for((1, 1, 200, 64)),  # 200 rows of 128 bytes: 25,600 bytes
-        )
-        with program, pytest.raises(SubmitValidationError, match="too small"):
-            program.write_region("x", np.ones((1, 1, 1, 1), np.float16), row=150)
+def test_a_slot_too_small_for_its_tensor_is_refused_at_load(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    kernel = SimulatedKernel()
+    with ANEDevice.simulated(kernel=kernel) as device:
+        with pytest.raises(SubmitValidationError, match=r"slot 4 \(16384 bytes\) is too small"):
+            AneProgram(
+                device,
+                microcode=make_chain((M1_TD_SIZE,)),
+                td_size=M1_TD_SIZE,
+                td_count=1,
+                tiles={4: 16384, 5: 16384},
+                io=io_for((1, 1, 200, 64)),  # 200 rows of 128 bytes: 25,600 bytes
+            )
+        assert kernel.counters["DRM_IOCTL_ANE_BO_INIT"] == kernel.counters["DRM_IOCTL_ANE_BO_FREE"]
+    assert "still exported" not in caplog.text
 
 
 def test_runs_read_what_regions_wrote_and_keep_it(tmp_path: Path) -> None:
@@ -137,3 +141,38 @@ def test_runs_read_what_regions_wrote_and_keep_it(tmp_path: Path) -> None:
         expected[:, :, 4, 0] = 7.0
         assert np.array_equal(program.run("onnx").outputs["y"], expected)
         assert kernel.counters["DRM_IOCTL_ANE_BO_INIT"] == 4
+
+
+def test_a_run_lays_inputs_out_as_tile_does_and_clears_outputs() -> None:
+    rng = np.random.default_rng(7)
+    size = layout_for(SHAPE)[2]
+    with ANEDevice.simulated() as device, bare_program(device) as program:
+        for _ in range(3):
+            values = rng.normal(size=SHAPE).astype(np.float32)
+            values[0, 1, 2, 3] = np.nan
+            program.buffers[4].write(b"\xff" * size)  # what a previous run left
+            program.run("direct", {"x": values})
+            expected = tile(values, row_stride=io_for(SHAPE)[5].row_stride)
+            assert input_bytes(program) == expected
+            assert program.buffers[4].read() == bytes(size)
+
+
+def test_inputs_of_another_kind_are_refused_by_name() -> None:
+    with (
+        ANEDevice.simulated() as device,
+        bare_program(device) as program,
+        pytest.raises(InputError, match=r"'x'.*cannot convert"),
+    ):
+        program.run("direct", {"x": np.full(SHAPE, "a")})
+
+
+def test_closing_the_device_under_a_program_frees_everything() -> None:
+    kernel = SimulatedKernel()
+    device = ANEDevice.simulated(kernel=kernel)
+    program = bare_program(device)
+    program.write_region("x", np.ones((1, 3, 1, 1), np.float16))
+    with pytest.warns(ResourceWarning):
+        device.close()
+    program.close()
+    program.close()
+    assert kernel.counters["DRM_IOCTL_ANE_BO_INIT"] == kernel.counters["DRM_IOCTL_ANE_BO_FREE"]
