@@ -26,6 +26,7 @@ from ane_build.build.runner import run_doit as _run_doit
 from ane_build.driver.uapi import PAGE_SIZE, round_up
 from ane_build.formats import protowire as pw
 from ane_build.formats.anec import ANEC_HEADER_SIZE, ANEC_PAYLOAD_OFFSET, AnecHeader
+from ane_build.llm.random_weights import write_random_weights
 from ane_build.synthetic import chains as synthetic
 from ane_build.synthetic.example import generate_model, load_synthetic
 
@@ -210,7 +211,20 @@ def make_project(root: Path, models: int = 6, weights: int = 2 << 20) -> list[st
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE_MODELS = ["add", "concat", "relu", "sigmoid"]
+# The chunk programs of the example's [llm] model (configs/tiny_llama.toml): models of the build.
+EXAMPLE_LLM_PROGRAMS = [
+    f"tiny_llama.{p}"
+    for p in ("block_0.decode", "block_0.prefill", "block_1.decode", "block_1.prefill")
+] + ["tiny_llama.head_0.decode"]
+EXAMPLE_PROGRAMS = sorted(EXAMPLE_MODELS + EXAMPLE_LLM_PROGRAMS)
+EXAMPLE_UP_TO_DATE = f"summary: all {len(EXAMPLE_PROGRAMS)} model(s) up to date"
+EXAMPLE_BUILT = f"{len(EXAMPLE_PROGRAMS)} model(s) built or deployed, 0 already up to date"
 EXAMPLE_COMPILER = REPO / "tools" / "example_compiler.py"
+
+
+def _ignore_weights(folder: str, names: list[str]) -> list[str]:
+    # A checkout may hold weights `doit` wrote; the copy starts from the config alone.
+    return [n for n in names if n.endswith(".safetensors")]
 
 
 def example_project(root: Path, *, generate: bool = True) -> Path:
@@ -218,6 +232,7 @@ def example_project(root: Path, *, generate: bool = True) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     shutil.copytree(REPO / "configs", root / "configs")
     shutil.copy(REPO / "synthetic.toml", root / "synthetic.toml")
+    shutil.copytree(REPO / "checkpoints", root / "checkpoints", ignore=_ignore_weights)
     shutil.copy(REPO / "dodo.py", root / "dodo.py")
     (root / "tools").mkdir()
     shutil.copy(EXAMPLE_COMPILER, root / "tools" / EXAMPLE_COMPILER.name)
@@ -305,6 +320,9 @@ def generate_all(root: Path) -> list[Path]:
     written: list[Path] = []
     for name, model in spec.models.items():
         written += generate_model(name, model, root)
+    for checkpoint in spec.checkpoints.values():
+        weights = checkpoint.weights(root)
+        written.append(write_random_weights(root / checkpoint.dir, weights, checkpoint.seed))
     return written
 
 

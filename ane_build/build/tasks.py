@@ -16,6 +16,7 @@ from typing import Any
 
 from doit.exceptions import TaskFailed
 
+from ..llm.spec import CONFIG_FILE
 from .actions import convert_action, say, verify_action
 from .compiling import compile_action, log_path, outputs_intact
 from .context import context
@@ -114,6 +115,18 @@ def gen_example() -> Iterator[TaskDict]:
             "clean": True,
             **LIVE_OUTPUT,
         }
+    for name, checkpoint in spec.checkpoints.items() if spec else ():
+        config = ctx.root / checkpoint.dir / CONFIG_FILE
+        yield {
+            "basename": "example",
+            "name": name,
+            "doc": f"write random weights for {ctx.rel(config)} (not a trained model)",
+            "actions": [(_weights_action, [name])],
+            "file_dep": [os.fspath(ctx.root / SYNTHETIC_FILE), os.fspath(config)],
+            "targets": [os.fspath(checkpoint.weights(ctx.root))],
+            "clean": True,
+            **LIVE_OUTPUT,
+        }
 
 
 def _generate_action(name: str) -> None:
@@ -124,6 +137,36 @@ def _generate_action(name: str) -> None:
     if spec is not None:
         for path in generate_model(name, spec.models[name], ctx.root):
             say(f"example:{name}: wrote {ctx.rel(path)} (synthetic example input)")
+
+
+def _weights_action(name: str) -> None:
+    from ..llm.random_weights import write_random_weights
+    from ..synthetic.example import load_synthetic
+
+    ctx = context()
+    spec = load_synthetic(ctx.root)
+    if spec is not None:
+        checkpoint = spec.checkpoints[name]
+        path = write_random_weights(
+            ctx.root / checkpoint.dir, checkpoint.weights(ctx.root), checkpoint.seed
+        )
+        say(f"example:{name}: wrote {ctx.rel(path)} (random weights, not a trained model)")
+
+
+def _generated_weights(checkpoint: Path) -> list[str]:
+    """Weights the example task writes into ``checkpoint``: the split waits for them."""
+    ctx = context()
+    if not (ctx.root / SYNTHETIC_FILE).exists():
+        return []
+    from ..synthetic.example import load_synthetic
+
+    spec = load_synthetic(ctx.root)
+    folder = os.path.realpath(checkpoint)
+    return [
+        os.fspath(c.weights(ctx.root))
+        for c in (spec.checkpoints.values() if spec else ())
+        if os.path.realpath(ctx.root / c.dir) == folder
+    ]
 
 
 def gen_split() -> Iterator[TaskDict]:
@@ -141,7 +184,9 @@ def gen_split() -> Iterator[TaskDict]:
             "doc": f"split {ctx.rel(split.checkpoint)} into {len(split.programs)} ANE programs",
             "actions": [(run_step, [split_action, name])],
             # The settings are checked by value: other edits of the config do not re-split.
-            "file_dep": split_inputs(Path(split.checkpoint)),
+            "file_dep": sorted(
+                {*split_inputs(Path(split.checkpoint)), *_generated_weights(Path(split.checkpoint))}
+            ),
             "targets": list(split.targets),
             "uptodate": [lambda task, values, digest=digest: values.get("settings") == digest],
             "clean": True,

@@ -144,6 +144,33 @@ class LlamaSpec:
         """Query heads per key/value head."""
         return self.num_heads // self.num_kv_heads
 
+    def weight_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Every weight a Hugging Face LLaMA checkpoint of this config holds, by name.
+
+        Projections are ``[out, in]``, as the checkpoint stores them; ``lm_head.weight`` is left
+        out when the embeddings are tied.
+        """
+        h, i, d = self.hidden_size, self.intermediate_size, self.head_dim
+        q, kv = self.num_heads * d, self.num_kv_heads * d
+        shapes: dict[str, tuple[int, ...]] = {"model.embed_tokens.weight": (self.vocab_size, h)}
+        for layer in range(self.num_layers):
+            p = f"model.layers.{layer}"
+            shapes |= {
+                f"{p}.input_layernorm.weight": (h,),
+                f"{p}.self_attn.q_proj.weight": (q, h),
+                f"{p}.self_attn.k_proj.weight": (kv, h),
+                f"{p}.self_attn.v_proj.weight": (kv, h),
+                f"{p}.self_attn.o_proj.weight": (h, q),
+                f"{p}.post_attention_layernorm.weight": (h,),
+                f"{p}.mlp.gate_proj.weight": (i, h),
+                f"{p}.mlp.up_proj.weight": (i, h),
+                f"{p}.mlp.down_proj.weight": (h, i),
+            }
+        shapes["model.norm.weight"] = (h,)
+        if not self.tie_embeddings:
+            shapes["lm_head.weight"] = (self.vocab_size, h)
+        return shapes
+
     @property
     def layer_params(self) -> int:
         """Parameters of one decoder layer (attention, MLP, two norms)."""

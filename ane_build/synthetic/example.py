@@ -49,12 +49,33 @@ class SyntheticModel(BaseModel):
         return self
 
 
-class SyntheticSpec(BaseModel):
-    """The ``synthetic.toml`` file: models by name."""
+class SyntheticCheckpoint(BaseModel):
+    """A LLaMA checkpoint folder whose ``config.json`` (kept in the project) gets random weights."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    models: dict[str, SyntheticModel]
+    dir: Path
+    seed: int = 0
+
+    def weights(self, root: Path) -> Path:
+        """The weights file written for it (the single-shard Hugging Face name)."""
+        return root / self.dir / "model.safetensors"
+
+
+class SyntheticSpec(BaseModel):
+    """The ``synthetic.toml`` file: models and LLM checkpoints by name."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    models: dict[str, SyntheticModel] = {}
+    checkpoints: dict[str, SyntheticCheckpoint] = {}
+
+    @model_validator(mode="after")
+    def _names_differ(self) -> SyntheticSpec:
+        both = sorted(self.models.keys() & self.checkpoints.keys())
+        if both:
+            raise ValueError(f"names used by a model and a checkpoint: {', '.join(both)}")
+        return self
 
 
 def load_synthetic(root: Path) -> SyntheticSpec | None:

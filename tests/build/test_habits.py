@@ -13,7 +13,13 @@ from ane_build.build.context import BuildContext
 from ane_build.build.reasons import why
 from ane_build.build.runner import run_doit
 from ane_build.container.metadata import parse_ane_metadata
-from tests.helpers import EXAMPLE_COMPILER, doit_cli, doit_run, external_data_model
+from tests.helpers import (
+    EXAMPLE_COMPILER,
+    EXAMPLE_UP_TO_DATE,
+    doit_cli,
+    doit_run,
+    external_data_model,
+)
 
 
 @pytest.fixture
@@ -47,7 +53,7 @@ def test_always_rebuilds_what_it_names(project: Path, capsys: pytest.CaptureFixt
     assert "convert:relu: rebuilt although up to date (doit -a)" in out
     assert (project / "build" / "relu_ane.onnx").stat().st_mtime_ns != before
     code, out = doit_run(project, capsys)
-    assert code == 0 and out.strip() == "summary: all 4 model(s) up to date", out
+    assert code == 0 and out.strip() == EXAMPLE_UP_TO_DATE, out
 
 
 def test_a_new_ane_build_version_rebuilds_containers(
@@ -68,7 +74,7 @@ def test_a_new_ane_build_version_rebuilds_containers(
         assert {f"{s}:{m}" for s in ("convert", "deploy") for m in ("relu", "add")} <= ran
         assert not any(step.startswith("compile:") for step in ran)
         code, out = doit_run(project, capsys)
-        assert out.strip() == "summary: all 4 model(s) up to date", out
+        assert out.strip() == EXAMPLE_UP_TO_DATE, out
     finally:
         layout.build_version.cache_clear()
 

@@ -9,9 +9,9 @@ import pytest
 
 from ane_build.build.noop import check_stamp, stamp_path
 from ane_build.build.runner import run_doit
-from tests.helpers import doit_cli, example_project
+from tests.helpers import EXAMPLE_PROGRAMS, EXAMPLE_UP_TO_DATE, doit_cli, example_project
 
-UP_TO_DATE = "summary: all 4 model(s) up to date"
+UP_TO_DATE = EXAMPLE_UP_TO_DATE
 
 
 @pytest.fixture
@@ -23,7 +23,7 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     # stamp, as inputs changed under it; the second one, a full check that found nothing, does.
     assert check_stamp(root) is None
     assert run_doit(root, []) == 0
-    assert check_stamp(root) == 4
+    assert check_stamp(root) == len(EXAMPLE_PROGRAMS)
     return root
 
 
@@ -88,7 +88,7 @@ def test_doit_state_changes_remove_it(project: Path) -> None:
     assert check_stamp(project) is None
     proc = doit_cli(project)
     assert ".  deploy:add" in proc.stdout, proc.stdout
-    assert check_stamp(project) == 4
+    assert check_stamp(project) == len(EXAMPLE_PROGRAMS)
     assert doit_cli(project, "ignore", "deploy:add").returncode == 0
     assert check_stamp(project) is None
 

@@ -13,7 +13,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import doit_cli, example_project, make_project, sha256_file
+from tests.helpers import (
+    EXAMPLE_BUILT,
+    EXAMPLE_UP_TO_DATE,
+    doit_cli,
+    example_project,
+    make_project,
+    sha256_file,
+)
 
 SUBMIT = re.compile(r"\d+\.\d\d ms")
 
@@ -69,7 +76,7 @@ def test_example_project(tmp_path: Path, args: tuple[str, ...]) -> None:
     serial, parallel = twin(tmp_path, example_project)
     first = both(serial, parallel, *args)
     assert first[0] == first[1]
-    assert "4 model(s) built or deployed, 0 already up to date" in first[0]
+    assert EXAMPLE_BUILT in first[0]
     for root in (serial, parallel):
         tool = root / "tools" / "example_compiler.py"
         tool.write_text(tool.read_text() + "# edited\n")
@@ -77,11 +84,11 @@ def test_example_project(tmp_path: Path, args: tuple[str, ...]) -> None:
         cfg.write_text('toolchain = "anecc 2"\n' + cfg.read_text())
     second = both(serial, parallel, *args)
     assert second[0] == second[1]
-    assert "4 model(s) built or deployed, 0 already up to date" in second[0]
+    assert EXAMPLE_BUILT in second[0]
     assert sum(line.startswith("sigmoid ") for line in second[0]) == 1
     # Unchanged: both say so (the serial one through its no-op stamp, the other one too).
     third = both(serial, parallel, *args)
-    assert third == (["summary: all 4 model(s) up to date"],) * 2
+    assert third == ([EXAMPLE_UP_TO_DATE],) * 2
 
 
 def test_fifty_models_over_several_rounds(tmp_path: Path) -> None:

@@ -10,7 +10,16 @@ from ane_build.build.context import BuildContext
 from ane_build.build.reasons import why
 from ane_build.build.runner import run_doit
 from ane_build.container.metadata import parse_ane_metadata
-from tests.helpers import EXAMPLE_MODELS, doit_cli, example_project, interruptible, make_project
+from tests.helpers import (
+    EXAMPLE_BUILT,
+    EXAMPLE_MODELS,
+    EXAMPLE_PROGRAMS,
+    EXAMPLE_UP_TO_DATE,
+    doit_cli,
+    example_project,
+    interruptible,
+    make_project,
+)
 
 MODELS = EXAMPLE_MODELS
 
@@ -56,8 +65,9 @@ def compiled(out: str) -> list[str]:
 def test_first_build_then_noop(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = build(project, capsys)
     assert code == 0, out
-    assert compiled(out) == converted(out) == deployed(out) == MODELS
+    assert compiled(out) == converted(out) == deployed(out) == EXAMPLE_PROGRAMS
     assert "simulator" in out and "not run on ANE hardware" in out
+    assert "example:tiny_llama: wrote checkpoints/tiny_llama/model.safetensors" in out
     for name in MODELS:
         meta = parse_ane_metadata(project / "build" / f"{name}_ane.onnx")
         assert meta.td_count >= 1 and meta.io, name  # the example compiler's slots
@@ -67,7 +77,7 @@ def test_first_build_then_noop(project: Path, capsys: pytest.CaptureFixture[str]
     mtimes = {p: p.stat().st_mtime_ns for p in (project / "build").glob("*.onnx")}
     code, out, ctx = build(project, capsys)
     assert code == 0
-    assert out.strip() == "summary: all 4 model(s) up to date", out
+    assert out.strip() == EXAMPLE_UP_TO_DATE, out
     assert {p: p.stat().st_mtime_ns for p in mtimes} == mtimes
     assert ctx.cache.bytes_read == 0
     assert all(not r for r in why(BuildContext.load(project)).values())
@@ -206,7 +216,7 @@ def test_list_and_clean(project: Path, capsys: pytest.CaptureFixture[str]) -> No
     assert not list((project / "compiler-out").glob("*"))
     proc = doit_cli(project)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "4 model(s) built or deployed, 0 already up to date" in proc.stdout
+    assert EXAMPLE_BUILT in proc.stdout
 
 
 def test_input_state_is_captured_before_the_action(
@@ -243,11 +253,11 @@ def test_fresh_example_project_builds_then_noops(tmp_path: Path) -> None:
     root = example_project(tmp_path / "clone", generate=False)
     first = doit_cli(root)
     assert first.returncode == 0, first.stdout + first.stderr
-    assert "4 model(s) built or deployed, 0 already up to date" in first.stdout
+    assert EXAMPLE_BUILT in first.stdout
     assert "not run on ANE hardware" in first.stdout
     second = doit_cli(root)
     assert second.returncode == 0
-    assert second.stdout.strip() == "summary: all 4 model(s) up to date", second.stdout
+    assert second.stdout.strip() == EXAMPLE_UP_TO_DATE, second.stdout
 
 
 def test_watch_command_rebuilds_and_exits_0_on_ctrl_c(project: Path) -> None:
@@ -280,7 +290,8 @@ def test_report_json_holds_status_reasons_timings_and_metrics(
 ) -> None:
     build(project, capsys)
     report = json.loads((project / "build" / "report.json").read_text())
-    assert report["schema"] == 1 and report["counts"] == {"models": 4, "touched": 4, "failed": 0}
+    n = len(EXAMPLE_PROGRAMS)
+    assert report["schema"] == 1 and report["counts"] == {"models": n, "touched": n, "failed": 0}
     relu = report["models"]["relu"]
     assert relu["status"] == "ok" and relu["failed_step"] is None
     assert set(relu["steps"]) == {"compile", "convert", "verify", "deploy"}

@@ -95,10 +95,7 @@ def _strided(
     end = (n * c - 1) * plane + (h - 1) * row + (w - 1) * element + 2
     if min(dims) <= 0 or end > len(buf):
         raise EvaluationError(f"a {n}x{c}x{h}x{w} tensor does not fit its {len(buf)}-byte BO")
-    flat = np.frombuffer(buf, dtype=_FP16, count=end // 2)
-    return np.lib.stride_tricks.as_strided(
-        flat, shape=(n, c, h, w), strides=(c * plane, plane, row, element)
-    )
+    return np.ndarray((n, c, h, w), _FP16, buf, strides=(c * plane, plane, row, element))
 
 
 def read_tensor(buf: memoryview, slot: Slot) -> npt.NDArray[np.float16]:
@@ -131,6 +128,7 @@ class Graph:
         self.io = io
         self._slots: dict[int, Slot] | None = None
         self._session: Any = None
+        self._plan: _Plan | None = None
 
     @property
     def slots(self) -> dict[int, Slot]:
@@ -159,6 +157,26 @@ class Graph:
             )
         return self._session
 
+    def plan(self) -> _Plan:
+        """Which slot feeds which graph input and takes which output, settled on first use.
+
+        Raises:
+            EvaluationError: ``ane.io`` and the graph do not pair up.
+            Exception: Whatever onnxruntime raises for a graph it cannot load.
+        """
+        if self._plan is None:
+            self._plan = _pair(self.session(), self.slots)
+        return self._plan
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """Per input: slot, graph name, dtype, shape; the graph's output names; per output slot."""
+
+    feeds: tuple[tuple[int, Slot, str, type[Any], tuple[int, ...]], ...]
+    names: tuple[str, ...]
+    outputs: tuple[tuple[int, Slot, str], ...]
+
 
 _ORT_TYPES = {
     "tensor(float)": np.float32,
@@ -174,24 +192,26 @@ def _pick(slot: Slot, names: Sequence[str], index: int) -> str:
     return names[min(index, len(names) - 1)]
 
 
-def _feeds(
-    session: Any, slots: Mapping[int, Slot], buffers: Mapping[int, memoryview]
-) -> dict[str, npt.NDArray[Any]]:
+def _pair(session: Any, slots: Mapping[int, Slot]) -> _Plan:
     graph_inputs = {i.name: i for i in session.get_inputs()}
     ins = sorted((s, v) for s, v in slots.items() if v.role == "input")
     if len(ins) != len(graph_inputs):
         raise EvaluationError(f"ane.io has {len(ins)} inputs, the graph {len(graph_inputs)}")
-    feeds: dict[str, npt.NDArray[Any]] = {}
+    feeds = []
     for index, (slot, spec) in enumerate(ins):
         name = _pick(spec, list(graph_inputs), index)
         info = graph_inputs[name]
         dtype = _ORT_TYPES.get(info.type)
         if dtype is None:
             raise EvaluationError(f"graph input {name!r} is {info.type}, not a float tensor")
-        value = read_tensor(buffers[slot], spec)
-        shape = [d if isinstance(d, int) else -1 for d in info.shape]
-        feeds[name] = value.reshape(shape).astype(dtype, copy=False)
-    return feeds
+        shape = tuple(d if isinstance(d, int) else -1 for d in info.shape)
+        feeds.append((slot, spec, name, dtype, shape))
+    names = tuple(o.name for o in session.get_outputs())
+    outs = sorted((s, v) for s, v in slots.items() if v.role == "output")
+    outputs = tuple(
+        (slot, spec, _pick(spec, names, index)) for index, (slot, spec) in enumerate(outs)
+    )
+    return _Plan(tuple(feeds), names, outputs)
 
 
 def evaluate(
@@ -210,33 +230,29 @@ def evaluate(
     Raises:
         EvaluationError: The graph cannot be run on these inputs.
     """
-    slots = graph.slots
     try:
-        session = graph.session()
-        feeds = _feeds(session, slots, buffers)
-        names = [o.name for o in session.get_outputs()]
-        results = dict(zip(names, session.run(None, feeds), strict=True))
+        plan = graph.plan()
+        feeds = {
+            name: read_tensor(buffers[slot], spec).reshape(shape).astype(dtype, copy=False)
+            for slot, spec, name, dtype, shape in plan.feeds
+        }
+        results = dict(zip(plan.names, graph.session().run(plan.names, feeds), strict=True))
     except EvaluationError:
         raise
     # onnxruntime raises its own exception types for graphs it cannot run; none is the kernel's.
     except Exception as exc:
         raise EvaluationError(f"{type(exc).__name__}: {exc}") from exc
-    outs = sorted((s, v) for s, v in slots.items() if v.role == "output")
-    chosen: dict[int, str] = {}
-    values: Outputs = {}
-    for index, (slot, spec) in enumerate(outs):
-        name = (
-            spec.name if spec.name and spec.name in results else names[min(index, len(names) - 1)]
-        )
-        chosen[slot] = name
-        values[slot] = np.asarray(results[name]).astype(np.float16, copy=False).reshape(spec.dims)
+    values: Outputs = {
+        slot: np.asarray(results[name]).astype(np.float16, copy=False).reshape(spec.dims)
+        for slot, spec, name in plan.outputs
+    }
     values = apply_value_faults(faults, values)
-    for slot, spec in outs:
+    for slot, spec, _ in plan.outputs:
         strides = (2, spec.row_stride, spec.plane_stride)
         if "stride" in faults:
             strides = wrong_strides(spec.dims, spec.row_stride, spec.plane_stride)
         _write_clipped(buffers[slot], spec, strides, values[slot])
-    return tuple(chosen[slot] for slot, _ in outs)
+    return tuple(name for _, _, name in plan.outputs)
 
 
 def _write_clipped(
