@@ -22,6 +22,8 @@ ELEMENT_SIZE = 2
 FP16_LE = np.dtype("<f2")
 _FP16_QUIET_NAN = np.uint16(0x7E00)
 _FP16_SIGN = np.uint16(0x8000)
+_FP16_MAGNITUDE = np.uint16(0x7FFF)
+_FP16_INF = 0x7C00
 
 
 def to_fp16(values: npt.ArrayLike) -> npt.NDArray[np.float16]:
@@ -35,11 +37,16 @@ def to_fp16(values: npt.ArrayLike) -> npt.NDArray[np.float16]:
         A new float16 array of the same shape.
     """
     source = np.asarray(values)
-    with np.errstate(over="ignore"):
-        half = source.astype(np.float16, copy=True)
-    nan = np.isnan(half)
-    if nan.any():
-        bits = half.view(np.uint16)
+    if source.dtype == np.float16:
+        half = source.copy()  # nothing to round; only NaNs to canonicalise
+    else:
+        with np.errstate(over="ignore"):
+            half = source.astype(np.float16, copy=True)
+    bits = half.view(np.uint16)
+    # A NaN's magnitude bits are above infinity's: one integer reduction says whether there is
+    # any (most arrays have none, and then no mask is built).
+    if half.size and np.maximum.reduce(bits & _FP16_MAGNITUDE, axis=None) > _FP16_INF:
+        nan = np.isnan(half)
         sign = np.signbit(source[nan])
         bits[nan] = np.where(sign, _FP16_SIGN | _FP16_QUIET_NAN, _FP16_QUIET_NAN)
     return half
