@@ -11,7 +11,15 @@ from hypothesis import strategies as st
 
 from ane_build.driver.uapi import PAGE_SIZE
 from ane_build.errors import AneFormatError, BufferObjectError
-from ane_build.formats.tiling import layout_for, strip_leading_ones, tile, untile
+from ane_build.formats.tiling import (
+    layout_for,
+    strip_leading_ones,
+    tensor_extent,
+    tensor_view,
+    tile,
+    to_fp16,
+    untile,
+)
 
 
 @pytest.mark.parametrize(
@@ -184,3 +192,26 @@ def test_strip_leading_ones() -> None:
     assert strip_leading_ones((1, 77, 1)) == (77, 1)
     assert strip_leading_ones((1, 1)) == ()
     assert strip_leading_ones(()) == ()
+
+
+def test_writing_through_a_tensor_view_lays_out_what_tile_does() -> None:
+    values = np.random.default_rng(3).standard_normal((1, 3, 5, 40)).astype(np.float16)
+    row, plane, size = layout_for(values.shape)
+    image = np.zeros(size, np.uint8)
+    tensor_view(image, 1, 3, 5, 40, row, plane)[...] = values
+    assert image.tobytes() == tile(values)
+    assert np.array_equal(untile(image.tobytes(), 1, 3, 5, 40, row, plane), values)
+
+
+def test_a_tensor_view_needs_room_for_its_last_element() -> None:
+    needed = tensor_extent(1, 2, 3, 4, 64, 256)
+    assert needed == 256 + 2 * 64 + 8
+    tensor_view(np.zeros(needed, np.uint8), 1, 2, 3, 4, 64, 256)
+    with pytest.raises(AneFormatError, match="too short"):
+        tensor_view(np.zeros(needed - 1, np.uint8), 1, 2, 3, 4, 64, 256)
+
+
+def test_to_fp16_canonicalises_nans_in_fp16_input_too() -> None:
+    bits = np.array([0x7C01, 0xFE01, 0x3C00, 0x7C00], np.uint16)  # NaN, -NaN, 1.0, +inf
+    half = to_fp16(bits.view(np.float16))
+    assert half.view(np.uint16).tolist() == [0x7E00, 0xFE00, 0x3C00, 0x7C00]
