@@ -20,7 +20,13 @@ def samples_dir() -> Path | None:
     return check_samples_dir(REPO.parent / "shared" / "anec-samples")
 
 
+_NO_SAMPLES = "../shared/anec-samples is not present in this checkout"
 SAMPLE_FILES = sorted(samples_dir().glob("*.ane")) if samples_dir() else []
+# For parametrize: each sample by name, or one case skipped with the reason (not pytest's bare
+# "empty parameter set").
+SAMPLE_PARAMS = [pytest.param(p, id=p.name) for p in SAMPLE_FILES] or [
+    pytest.param(None, id="no-samples", marks=pytest.mark.skip(reason=_NO_SAMPLES))
+]
 
 
 @pytest.fixture
@@ -28,7 +34,7 @@ def anec_samples() -> Path:
     """Folder of real `.anec` files; skips the test when it is absent."""
     folder = samples_dir()
     if folder is None:
-        pytest.skip("../shared/anec-samples is not present in this checkout")
+        pytest.skip(_NO_SAMPLES)
     return folder
 
 

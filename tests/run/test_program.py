@@ -19,7 +19,7 @@ from ane_build.formats.payload import IoSlot, PayloadRef
 from ane_build.formats.tiling import layout_for
 from ane_build.run import AneProgram, program_for, submit_onnx_model
 from ane_build.synthetic.chains import make_chain, make_weights
-from tests.conftest import SAMPLE_FILES
+from tests.conftest import SAMPLE_PARAMS
 from tests.helpers import SAMPLE_TILES, relu_model
 
 
@@ -29,7 +29,7 @@ def _header(path: Path) -> tuple[int, int, int, int]:
     return td_size, td_count, tsk_size, krn_size
 
 
-@pytest.mark.parametrize("sample", SAMPLE_FILES, ids=lambda p: p.name)
+@pytest.mark.parametrize("sample", SAMPLE_PARAMS)
 @pytest.mark.parametrize("how", ["anec", "artifact-root"])
 def test_every_sample_converts_and_submits(
     sample: Path, how: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
