@@ -74,7 +74,8 @@ class HandLoop:
         for plan in manifest.blocks("decode"):
             feeds = {t.name: np.zeros(t.shape, np.float16) for t in plan.inputs}
             feeds["mask"][...] = MASKED
-            self.blocks.append((plan, session(plan), feeds))
+            names = [o.name for o in plan.outputs]
+            self.blocks.append((plan, session(plan), feeds, names))
         self.heads = [session(plan) for plan in manifest.heads()]
         n = manifest.context
         cos, sin = rope_tables(inverse_frequencies(manifest.spec, n), np.arange(n))
@@ -85,11 +86,10 @@ class HandLoop:
         """Logits after ``token`` at the next position."""
         at = self.length
         (hidden,) = self.embed.run(None, {"input_ids": np.array([[token]], np.int64)})
-        for plan, session, feeds in self.blocks:
+        for plan, session, feeds, names in self.blocks:
             feeds["hidden"] = hidden
             feeds["cos"] = self.cos[None, None, at : at + 1]
             feeds["sin"] = self.sin[None, None, at : at + 1]
-            names = [o.name for o in plan.outputs]
             out = dict(zip(names, session.run(names, feeds), strict=True))
             assert plan.layers is not None
             for layer in range(*plan.layers):
