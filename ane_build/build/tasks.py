@@ -153,20 +153,22 @@ def _weights_action(name: str) -> None:
         say(f"example:{name}: wrote {ctx.rel(path)} (random weights, not a trained model)")
 
 
-def _generated_weights(checkpoint: Path) -> list[str]:
-    """Weights the example task writes into ``checkpoint``: the split waits for them."""
+def _generated_weights() -> dict[str, list[str]]:
+    """Weights the example task writes, by the real path of their checkpoint folder.
+
+    A split of one of those folders waits for them.
+    """
     ctx = context()
     if not (ctx.root / SYNTHETIC_FILE).exists():
-        return []
+        return {}
     from ..synthetic.example import load_synthetic
 
     spec = load_synthetic(ctx.root)
-    folder = os.path.realpath(checkpoint)
-    return [
-        os.fspath(c.weights(ctx.root))
-        for c in (spec.checkpoints.values() if spec else ())
-        if os.path.realpath(ctx.root / c.dir) == folder
-    ]
+    out: dict[str, list[str]] = {}
+    for c in spec.checkpoints.values() if spec else ():
+        folder = os.path.realpath(ctx.root / c.dir)
+        out.setdefault(folder, []).append(os.fspath(c.weights(ctx.root)))
+    return out
 
 
 def gen_split() -> Iterator[TaskDict]:
@@ -176,17 +178,17 @@ def gen_split() -> Iterator[TaskDict]:
 
     ctx = context()
     yield {"basename": "split", "name": None, "doc": "split LLM checkpoints into chunk graphs"}
+    generated = _generated_weights() if ctx.graph.splits else {}
     for name, split in ctx.graph.splits.items():
         digest = settings_digest(split.settings)
+        waits = generated.get(os.path.realpath(split.checkpoint), [])
         yield {
             "basename": "split",
             "name": name,
             "doc": f"split {ctx.rel(split.checkpoint)} into {len(split.programs)} ANE programs",
             "actions": [(run_step, [split_action, name])],
             # The settings are checked by value: other edits of the config do not re-split.
-            "file_dep": sorted(
-                {*split_inputs(Path(split.checkpoint)), *_generated_weights(Path(split.checkpoint))}
-            ),
+            "file_dep": sorted({*split_inputs(Path(split.checkpoint)), *waits}),
             "targets": list(split.targets),
             "uptodate": [lambda task, values, digest=digest: values.get("settings") == digest],
             "clean": True,
