@@ -17,11 +17,11 @@ from typing import TYPE_CHECKING, Any
 
 from ._fs import write_atomic
 from .check.compare import DEFAULT_TOLERANCE, CheckReport, Tolerance
-from .container import verify_container
+from .container import AneModelMetadata, verify_container
 from .driver.backend import Backend
 from .driver.device import ANEDevice, open_device
 from .errors import AneError
-from .run import SubmitMode, submit_onnx_model
+from .run import SubmitMode, SubmitResult, submit_onnx_model
 from .synthetic.chains import is_synthetic
 
 if TYPE_CHECKING:
@@ -152,14 +152,8 @@ def deploy_container(
     report = verify_container(container)
     report.raise_for_failure()
     meta = report.metadata
-    owned = device is None
-    dev = open_device(device_spec, backend=backend) if device is None else device
-    if not dev.is_simulated and meta and is_synthetic(meta.toolchain):
-        # Pseudo-random descriptor bodies are no program for a real engine.
-        log.warning("%s: synthetic container (not real ANE code): using the simulator", name)
-        if owned:
-            dev.close()
-        dev, owned = open_device("sim"), True
+    synthetic = bool(meta and is_synthetic(meta.toolchain))
+    dev, owned = _device_for(name, synthetic, device, device_spec, backend)
     checked = _Checked(None, "not asked for", None)
     try:
         result = submit_onnx_model(dev, container, meta, mode=mode)
@@ -168,7 +162,41 @@ def deploy_container(
     finally:
         if owned:
             dev.close()
-    rec = DeployRecord(
+    rec = _record(name, container, meta, mode, result, checked)
+    if record is not None:
+        write_atomic(record, rec.to_json().encode())
+    return rec
+
+
+def _device_for(
+    name: str,
+    synthetic: bool,
+    device: ANEDevice | None,
+    device_spec: str,
+    backend: Backend | None,
+) -> tuple[ANEDevice, bool]:
+    """The device to deploy on, and whether this deploy opened it (and must close it)."""
+    owned = device is None
+    dev = open_device(device_spec, backend=backend) if device is None else device
+    if not dev.is_simulated and synthetic:
+        # Pseudo-random descriptor bodies are no program for a real engine.
+        log.warning("%s: synthetic container (not real ANE code): using the simulator", name)
+        if owned:
+            dev.close()
+        dev, owned = open_device("sim"), True
+    return dev, owned
+
+
+def _record(
+    name: str,
+    container: Path,
+    meta: AneModelMetadata | None,
+    mode: SubmitMode,
+    result: SubmitResult,
+    checked: _Checked,
+) -> DeployRecord:
+    """What a deploy did, as its record keeps it."""
+    return DeployRecord(
         model=name,
         container=str(container),
         microcode_sha256=meta.microcode_sha256 if meta else None,
@@ -187,9 +215,6 @@ def deploy_container(
         check_ms=checked.ms,
         report=checked.report,
     )
-    if record is not None:
-        write_atomic(record, rec.to_json().encode())
-    return rec
 
 
 @dataclass(frozen=True)

@@ -142,14 +142,7 @@ def check_model(
         ins = _paired(model, graph_inputs, "input")
         outs = _paired(model, graph_outputs, "output")
         by_engine = {engine: fed[spec.name].reshape(shape) for engine, (spec, shape) in ins.items()}
-        start = time.perf_counter()
-        produced = model.run(by_engine)
-        seconds = time.perf_counter() - start
-        repeats = []
-        for _ in range(repeat):
-            start = time.perf_counter()
-            model.run(by_engine)
-            repeats.append(time.perf_counter() - start)
+        produced, seconds, repeats = _timed_runs(model, by_engine, repeat)
     outputs = {
         outs[name][0].name: value.reshape(outs[name][0].shape)
         if -1 not in outs[name][0].shape
@@ -159,4 +152,19 @@ def check_model(
     reference = reference_outputs(graph, fed, cache_dir=cache_dir)
     report = compare(outputs, reference.outputs, tolerance=tolerance, per_output=per_output)
     log.info("%s: %s", path, "pass" if report.passed else "FAIL")
-    return ModelCheck(report, fed, outputs, reference, graph, seconds, tuple(repeats))
+    return ModelCheck(report, fed, outputs, reference, graph, seconds, repeats)
+
+
+def _timed_runs(
+    model: AneModel, feeds: Mapping[str, np.ndarray], repeat: int
+) -> tuple[dict[str, np.ndarray], float, tuple[float, ...]]:
+    """The first run's outputs and wall time, then the wall times of ``repeat`` more runs."""
+    start = time.perf_counter()
+    produced = model.run(feeds)
+    seconds = time.perf_counter() - start
+    repeats = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        model.run(feeds)
+        repeats.append(time.perf_counter() - start)
+    return produced, seconds, tuple(repeats)
